@@ -1,0 +1,158 @@
+"""Retention policy: the one object the scheduler asks "pin this turn, and for how long?".
+
+Modes:
+
+``model``
+    the TTL rule of :mod:`kvttl.ttl_rule` over the predictor's samples for the tool,
+    with R from the reload-cost model, T and eta from :mod:`kvttl.estimators`;
+``fixed``
+    the behaviour of the public Continuum code: pin for ``fixed_ttl_s`` (2 s) when the
+    tool's average duration so far (its whole history, no window) is at most
+    ``fixed_ttl_s``, or when the tool has no history yet; do not pin slower tools, nor
+    turns with no tool call (``tool is None``);
+``preserve``
+    pin until the program returns (``math.inf``), released only by a hit, the
+    program's end or abort, or memory pressure;
+``off``
+    never pin (plain vLLM).
+
+Every decision also carries the pin's expected benefit (expected seconds saved: the
+chance of a hit times what a miss would cost), which the pin table uses to choose
+victims under memory pressure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .estimators import QueueDelayEstimator, RemainingWorkEstimator
+from .predictor import ToolDurationPredictor
+from .reload_cost import ReloadCostModel
+from .ttl_rule import hit_probability, solve_ttl
+
+__all__ = ["TTLPolicy", "Decision", "MODES"]
+
+#: Retention modes, as spelled on the command line (``--ttl-mode``).
+MODES = ("model", "fixed", "preserve", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One retention decision: how long to pin and what the pin is expected to save."""
+
+    ttl_s: float  # 0.0: do not pin; math.inf: until released
+    benefit_s: float  # p_hit * miss_cost_s, expected seconds saved by the pin
+    p_hit: float  # chance the program is back within ttl_s (empirical)
+    miss_cost_s: float  # queue_delay_s * eta + reload_s
+    reload_s: float
+    queue_delay_s: float
+    eta: float
+    stage: str  # predictor stage that answered: "default", "global", "tool" ("" when unused)
+    mode: str
+
+    @property
+    def pin(self) -> bool:
+        """Whether the turn should be pinned at all."""
+        return self.ttl_s > 0.0
+
+
+class TTLPolicy:
+    """Chooses the TTL of a finished turn's KV cache according to ``mode``."""
+
+    def __init__(
+        self,
+        mode: str = "model",
+        fixed_ttl_s: float = 2.0,
+        predictor: ToolDurationPredictor | None = None,
+        reload_model: ReloadCostModel | None = None,
+        queue_delay: QueueDelayEstimator | None = None,
+        remaining: RemainingWorkEstimator | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown TTL mode {mode!r}; expected one of {', '.join(MODES)}")
+        fixed_ttl_s = float(fixed_ttl_s)
+        if not math.isfinite(fixed_ttl_s) or fixed_ttl_s < 0:
+            raise ValueError("fixed_ttl_s must be a finite number >= 0")
+        self.mode = mode
+        self.fixed_ttl_s = fixed_ttl_s
+        self.predictor = predictor if predictor is not None else ToolDurationPredictor()
+        self.reload_model = reload_model if reload_model is not None else ReloadCostModel()
+        self.queue_delay = queue_delay if queue_delay is not None else QueueDelayEstimator()
+        self.remaining = remaining if remaining is not None else RemainingWorkEstimator()
+
+    # -- observations (thin pass-throughs so the scheduler holds one object) -----------
+
+    def observe_tool(self, tool: str | None, seconds: float) -> None:
+        """A program came back ``seconds`` after its turn finished, having run ``tool``."""
+        self.predictor.record(tool, seconds)
+
+    def observe_miss_delay(self, seconds: float) -> None:
+        """A returning turn whose KV had not been kept waited ``seconds`` in the queue."""
+        self.queue_delay.record(seconds)
+
+    def observe_program_end(self, turns: int) -> None:
+        """A program ended after ``turns`` turns."""
+        self.remaining.record_program(turns)
+
+    # -- decisions ---------------------------------------------------------------
+
+    def decide(
+        self,
+        tool: str | None,
+        context_tokens: int,
+        turns_done: int = 1,
+        last_step: bool = False,
+    ) -> Decision:
+        """Retention decision for a turn that just finished.
+
+        ``tool``: the tool the program runs next (None if unknown); ``context_tokens``:
+        the KV the pin would keep (prompt + output); ``turns_done``: turns the program
+        has finished, this one included; ``last_step``: the program ends now (never pin).
+        """
+        mode = self.mode
+        if mode == "off" or last_step:
+            return Decision(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "", mode)
+        reload_s = self.reload_model.seconds(context_tokens)
+        delay = self.queue_delay.value()
+        eta = self.remaining.eta(turns_done)
+        miss_cost = delay * eta + reload_s
+        predictor = self.predictor
+        stage = predictor.stage_for(tool)
+        samples = predictor.samples_for(tool)
+        if mode == "model":
+            ttl, p_hit = solve_ttl(samples, reload_s, delay, eta, presorted=True)
+        elif mode == "preserve":
+            ttl, p_hit = math.inf, 1.0
+        else:  # fixed
+            ttl = self._fixed_ttl(tool)
+            p_hit = hit_probability(samples, ttl) if ttl > 0 else 0.0
+        return Decision(ttl, p_hit * miss_cost, p_hit, miss_cost, reload_s, delay, eta, stage, mode)
+
+    def _fixed_ttl(self, tool: str | None) -> float:
+        if not tool:
+            return 0.0
+        mean = self.predictor.lifetime_mean(tool)
+        if mean is not None and mean > self.fixed_ttl_s:
+            return 0.0
+        return self.fixed_ttl_s
+
+    def ttl_for(self, tool: str | None, context_tokens: int, turns_done: int = 1) -> float:
+        """TTL in seconds for a finished turn: 0.0 = do not pin, ``math.inf`` = until released."""
+        return self.decide(tool, context_tokens, turns_done).ttl_s
+
+    def expected_benefit(self, tool: str | None, context_tokens: int, turns_done: int = 1) -> float:
+        """Expected seconds saved by pinning with the TTL :meth:`ttl_for` would choose."""
+        return self.decide(tool, context_tokens, turns_done).benefit_s
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able summary for a stats endpoint."""
+        return {
+            "mode": self.mode,
+            "fixed_ttl_s": self.fixed_ttl_s,
+            "reload_model": self.reload_model.to_dict(),
+            "queue_delay": self.queue_delay.state(),
+            "remaining_work": self.remaining.state(),
+            "predictor": self.predictor.state(),
+        }
