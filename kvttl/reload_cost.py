@@ -75,6 +75,7 @@ class ReloadCostModel:
         columns = np.stack([np.ones_like(x), x, x * x], axis=1)
         distinct = len(np.unique(tokens))
         best: tuple[float, np.ndarray] | None = None
+        tie = 1e-12 * float(secs @ secs)  # residuals closer than this are a tie
         # Candidate term sets; on equal residuals the earlier one wins (a line before
         # a constant or a pure quadratic when the data cannot tell them apart).
         for subset in ((0, 1, 2), (0, 1), (1, 2), (0, 2), (1,), (0,), (2,)):
@@ -86,7 +87,7 @@ class ReloadCostModel:
             full = np.zeros(3)
             full[list(subset)] = coef
             resid = float(np.sum((columns @ full - secs) ** 2))
-            if best is None or resid < best[0] * (1 - 1e-9):
+            if best is None or resid < best[0] - tie:
                 best = (resid, full)
         if best is None:  # cannot happen (b alone on x >= 0 is >= 0), kept for safety
             return cls(0.0, 0.0, 0.0)
