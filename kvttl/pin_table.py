@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PinTable", "PinInfo", "PinResult", "RELEASE_REASONS"]
+__all__ = ["RELEASE_REASONS", "PinInfo", "PinResult", "PinTable"]
 
 #: Why a pin ends: the program returned and was admitted, it ended, it was aborted,
 #: memory was needed, its TTL ran out, or the prefix cache was reset.
@@ -93,7 +93,7 @@ class PinResult:
 
 
 class _Pin:
-    __slots__ = ("program_id", "blocks", "pinned_at", "ttl_s", "expires_at", "benefit", "arrival_order", "seq")
+    __slots__ = ("arrival_order", "benefit", "blocks", "expires_at", "pinned_at", "program_id", "seq", "ttl_s")
 
     def __init__(self, program_id, blocks, pinned_at, ttl_s, expires_at, benefit, arrival_order, seq):
         self.program_id = program_id
@@ -231,8 +231,7 @@ class PinTable:
         self._pins[program_id] = pin
         heapq.heappush(self._heap, (expires_at, pin.seq, program_id))
         self._counters["created"] += 1
-        if len(holders) > self._counters["peak_blocks"]:
-            self._counters["peak_blocks"] = len(holders)
+        self._counters["peak_blocks"] = max(self._counters["peak_blocks"], len(holders))
         self._maybe_compact()
         return PinResult(pinned, released, refused)
 
@@ -261,9 +260,7 @@ class PinTable:
             self._counters["expired"] += 1
         return out
 
-    def release_for_pressure(
-        self, blocks_needed: int, exclude: Iterable[str] = ()
-    ) -> list[tuple[str, list[Hashable]]]:
+    def release_for_pressure(self, blocks_needed: int, exclude: Iterable[str] = ()) -> list[tuple[str, list[Hashable]]]:
         """Release pins, lowest benefit first (ties: latest arrival first), until at least
         ``blocks_needed`` distinct blocks are no longer held by any pin, or no pin is left.
 
@@ -322,7 +319,9 @@ class PinTable:
         try:
             return _COUNTER_OF_REASON[reason]
         except KeyError:
-            raise ValueError(f"unknown release reason {reason!r}; expected one of {', '.join(RELEASE_REASONS)}") from None
+            raise ValueError(
+                f"unknown release reason {reason!r}; expected one of {', '.join(RELEASE_REASONS)}"
+            ) from None
 
     def _stale(self, entry: tuple[float, int, str]) -> bool:
         pin = self._pins.get(entry[2])

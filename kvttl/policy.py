@@ -32,7 +32,7 @@ from .predictor import ToolDurationPredictor
 from .reload_cost import ReloadCostModel
 from .ttl_rule import hit_probability, solve_ttl
 
-__all__ = ["TTLPolicy", "Decision", "MODES"]
+__all__ = ["MODES", "Decision", "TTLPolicy"]
 
 #: Retention modes, as spelled on the command line (``--ttl-mode``).
 MODES = ("model", "fixed", "preserve", "off")

@@ -35,14 +35,14 @@ import numpy as np
 
 from .window import SortedWindow
 
-__all__ = ["ToolDurationPredictor", "STAGES"]
+__all__ = ["STAGES", "ToolDurationPredictor"]
 
 #: The cold-start stages, in the order a tool goes through them.
 STAGES = ("default", "global", "tool")
 
 
 class _ToolStats:
-    __slots__ = ("window", "count", "total")
+    __slots__ = ("count", "total", "window")
 
     def __init__(self, window: int) -> None:
         self.window = SortedWindow(window)

@@ -56,7 +56,7 @@ class ReloadCostModel:
         return self.a + self.b * (t - h) + self.c * (t * t - h * h)
 
     @classmethod
-    def fit(cls, pairs: Iterable[tuple[float, float]]) -> "ReloadCostModel":
+    def fit(cls, pairs: Iterable[tuple[float, float]]) -> ReloadCostModel:
         """Least-squares fit of measured ``(tokens, seconds)`` prefills.
 
         Coefficients are kept non-negative (a negative one would predict negative or

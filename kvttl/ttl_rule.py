@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["choose_ttl", "solve_ttl", "hit_probability"]
+__all__ = ["choose_ttl", "hit_probability", "solve_ttl"]
 
 
 def _validated(name: str, value: float) -> float:

@@ -23,7 +23,7 @@ __all__ = ["SortedWindow"]
 class SortedWindow:
     """The last ``capacity`` values added, in insertion order and in sorted order."""
 
-    __slots__ = ("capacity", "_buf", "_n", "_fifo", "_sum", "_since_resum", "_snapshot")
+    __slots__ = ("_buf", "_fifo", "_n", "_since_resum", "_snapshot", "_sum", "capacity")
 
     def __init__(self, capacity: int) -> None:
         capacity = int(capacity)

@@ -8,8 +8,8 @@ from kvttl import (
     QueueDelayEstimator,
     ReloadCostModel,
     RemainingWorkEstimator,
-    TTLPolicy,
     ToolDurationPredictor,
+    TTLPolicy,
     choose_ttl,
 )
 
