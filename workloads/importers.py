@@ -72,7 +72,7 @@ def read_mooncake_rows(path: str | Path) -> Iterator[tuple[int, MooncakeRow]]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                raise TraceError(f"invalid JSON: {e.msg} (column {e.colno})", path=p, line=lineno) from None
+                raise TraceError(f"invalid JSON: {e.msg} (character {e.pos + 1})", path=p, line=lineno) from None
             try:
                 yield lineno, MooncakeRow.model_validate(obj)
             except ValidationError as e:

@@ -110,7 +110,8 @@ class Program(BaseModel):
             raise ValueError("turns.0.new_input_tokens: the first turn needs a prompt of at least 1 token")
         last = self.turns[-1]
         if last.tool is not None or last.tool_s != 0:
-            raise ValueError(f"turns.{len(self.turns) - 1}: the last turn calls no tool (tool null, tool_s 0)")
+            raise ValueError(f"turns.{len(self.turns) - 1}: the last turn must not call a tool "
+                             "(want tool null, tool_s 0)")
         return self
 
     def prompt_tokens(self) -> list[int]:
@@ -172,7 +173,7 @@ def parse_program(text: str, *, line: int | None = None, path: str | None = None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise TraceError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=line) from None
+        raise TraceError(f"invalid JSON: {e.msg} (character {e.pos + 1})", path=path, line=line) from None
     if not isinstance(obj, dict):
         raise TraceError("a line must be a JSON object (one program)", path=path, line=line)
     try:
