@@ -148,3 +148,13 @@ def test_workloads_imports_no_engine_or_sibling_packages():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path):
+    def programs():
+        yield parse_program(json.dumps(EXAMPLE))
+        raise RuntimeError("generator failed")
+
+    with pytest.raises(RuntimeError):
+        write_trace(tmp_path / "out.jsonl", programs())
+    assert list(tmp_path.iterdir()) == []

@@ -102,9 +102,10 @@ CLASSES: dict[str, tuple[float, float]] = {
     "web": (3.20, 0.60),         # web search or page fetch
 }
 LOCAL_APIS = {"GorillaFileSystem", "MathAPI", "MemoryAPI_kv", "MemoryAPI_vector", "MemoryAPI_rec_sum"}
+LOCAL_FUNCTIONS = {"gallon_to_liter", "liter_to_gallon", "display_log", "estimate_drive_feasibility_by_mileage"}
 READ_PREFIXES = ("get", "list", "view", "check", "estimate", "display", "retrieve", "compute", "search",
-                 "find", "verify", "filter", "gallon", "liter", "message_get", "posting_get", "ticket_get",
-                 "trading_get", "travel_get", "notify")
+                 "find", "verify", "filter", "message_get", "posting_get", "ticket_get", "trading_get",
+                 "travel_get", "notify")
 VEHICLE_ACTUATORS = {"startEngine", "pressBrakePedal", "releaseBrakePedal", "lockDoors", "fillFuelTank",
                      "activateParkingBrake", "setHeadlights", "setCruiseControl", "adjustClimateControl",
                      "set_navigation"}
@@ -209,7 +210,7 @@ def load_bfcl_entries(categories: Sequence[str] = CATEGORIES, data_dir: Path | N
 
 def function_class(name: str, api_class: str | None) -> str:
     """Service class of a function (see ``CLASSES``)."""
-    if api_class in LOCAL_APIS:
+    if api_class in LOCAL_APIS or name in LOCAL_FUNCTIONS:
         return "local"
     if api_class == "WebSearchAPI":
         return "web"

@@ -224,9 +224,13 @@ def write_trace(path: str | Path, programs: Iterable[Program]) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for prog in programs:
-            fh.write(program_to_json(prog) + "\n")
-            n += 1
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for prog in programs:
+                fh.write(program_to_json(prog) + "\n")
+                n += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(dest)
     return n
