@@ -1,0 +1,100 @@
+"""`continuum`: the one command-line entry point (serve, models, trace, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from continuum import models
+from continuum.config import TTL_MODES, ContinuumConfig
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], not {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model with vLLM's OpenAI API (+ Continuum)",
+                       description="Unknown flags are passed to vLLM unchanged.")
+    p.add_argument("model", nargs="?", default=models.DEFAULT_MODEL,
+                   help=f"a path, a model id, or an embedded name ({', '.join(models.EMBEDDED)})")
+    p.add_argument("--policy", choices=("vllm", "continuum"), default="continuum",
+                   help="vllm = vLLM's own scheduler, untouched (the baseline)")
+    p.add_argument("--ttl-mode", choices=TTL_MODES, default="model", help="how long finished turns stay pinned")
+    p.add_argument("--fixed-ttl", type=_non_negative, default=2.0, help="seconds, for --ttl-mode fixed")
+    p.add_argument("--pin-cap", type=_fraction, default=0.5, help="max fraction of KV blocks held by pins")
+    p.add_argument("--port", type=int, default=8000)
+
+
+def add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="build or list the embedded models")
+    p.add_argument("action", choices=("build", "list"))
+    p.add_argument("names", nargs="*", help=f"models to build (default: all of {', '.join(models.EMBEDDED)})")
+    p.add_argument("--force", action="store_true", help="rebuild even if built")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for row in models.listing():
+            state = f"{row['bytes'] / 1e6:.1f} MB" if row["built"] else "not built"
+            print(f"{row['name']:<14} {state:<12} {row['path']}")
+        return 0
+    for name in args.names or models.EMBEDDED:
+        if name not in models.EMBEDDED:
+            print(f"continuum models build: unknown model {name!r}", file=sys.stderr)
+            return 2
+        print(f"{name}: {models.build(name, force=args.force)}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    from continuum import server
+
+    config = ContinuumConfig(ttl_mode=args.ttl_mode, fixed_ttl_s=args.fixed_ttl, pin_cap=args.pin_cap)
+    server.serve(args.model, args.policy, args.port, extra, config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="continuum", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_serve(sub)
+    add_models(sub)
+    try:
+        from workloads.cli import add_trace_parser
+    except ImportError:
+        pass
+    else:
+        add_trace_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "serve":
+        return run_serve(args, extra)
+    if args.command == "models":
+        return run_models(args)
+    if args.command == "trace":
+        from workloads.cli import run_trace
+
+        return run_trace(args, default_tokenizer=str(models.model_path(models.DEFAULT_MODEL) / "tokenizer.json"))
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

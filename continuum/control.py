@@ -1,0 +1,70 @@
+"""A small request/reply channel between the API server process and the engine-core process.
+
+vLLM runs the scheduler in its own process and offers no hook to reach it, so the scheduler binds a ZeroMQ
+REP socket on an ipc address chosen by `continuum serve`; the HTTP layer asks it for stats and session state
+and tells it when a session ends. Messages are small JSON objects: {"op": ..., ...} -> {"ok": bool, ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, Callable
+
+import zmq
+import zmq.asyncio
+
+log = logging.getLogger(__name__)
+Handler = Callable[[dict], dict]
+
+
+class ControlServer:
+    """Answers control messages on a daemon thread; ``handler`` is responsible for its own locking."""
+
+    def __init__(self, address: str, handler: Handler) -> None:
+        self.address = address
+        self._handler = handler
+        self._ctx = zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.REP)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(address)
+        self._thread = threading.Thread(target=self._serve, name="continuum-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw = self._sock.recv()
+            except zmq.ZMQError:  # socket closed at shutdown
+                return
+            try:
+                reply = self._handler(json.loads(raw))
+            except Exception as exc:  # a bad message must not kill the engine
+                log.exception("control message failed")
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self._sock.send(json.dumps(reply, default=str).encode())
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+class ControlClient:
+    """Async client used by the HTTP layer; one short-lived socket per call keeps REQ/REP strictly paired."""
+
+    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+        self.address = address
+        self.timeout_ms = int(timeout_s * 1000)
+        self._ctx = zmq.asyncio.Context.instance()
+
+    async def call(self, op: str, **fields: Any) -> dict:
+        sock = self._ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.address)
+        try:
+            await sock.send(json.dumps({"op": op, **fields}).encode())
+            if not await sock.poll(self.timeout_ms):
+                raise TimeoutError(f"engine did not answer control op {op!r} in time")
+            return json.loads(await sock.recv())
+        finally:
+            sock.close(linger=0)

@@ -1,0 +1,78 @@
+"""The program registry: agent sessions seen by the engine, tracked across their turns and tool calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Program:
+    """One agent program (session). Times are in the scheduler's clock (seconds)."""
+
+    program_id: str
+    order: int  # first-arrival rank: the program-first ordering key
+    first_arrival: float
+    turns: int = 0  # turns admitted so far
+    finished_turns: int = 0
+    last_finish: float | None = None  # when the latest turn finished (start of a tool call)
+    last_tool: str | None = None
+    last_context_tokens: int = 0
+    running: set[str] = field(default_factory=set)  # request ids in flight
+    ended: bool = False
+    ended_at: float | None = None
+
+    def summary(self) -> dict:
+        return {
+            "id": self.program_id,
+            "order": self.order,
+            "turns": self.turns,
+            "finished_turns": self.finished_turns,
+            "in_flight": len(self.running),
+            "last_tool": self.last_tool,
+            "last_context_tokens": self.last_context_tokens,
+            "ended": self.ended,
+        }
+
+
+class ProgramRegistry:
+    """Maps program ids to `Program`; ended programs are dropped after ``keep_ended`` newer ends."""
+
+    def __init__(self, keep_ended: int = 1000) -> None:
+        self._programs: dict[str, Program] = {}
+        self._next_order = 0
+        self._ended: list[str] = []
+        self.keep_ended = keep_ended
+
+    def __contains__(self, program_id: str) -> bool:
+        return program_id in self._programs
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    def get(self, program_id: str) -> Program | None:
+        return self._programs.get(program_id)
+
+    def all(self) -> list[Program]:
+        return list(self._programs.values())
+
+    def arrive(self, program_id: str, now: float) -> Program:
+        """A turn of ``program_id`` arrived; a program that had ended starts afresh."""
+        prog = self._programs.get(program_id)
+        if prog is None or prog.ended:
+            prog = Program(program_id, self._next_order, now)
+            self._next_order += 1
+            self._programs[program_id] = prog
+        prog.turns += 1
+        return prog
+
+    def end(self, program_id: str, now: float) -> Program | None:
+        prog = self._programs.get(program_id)
+        if prog is None or prog.ended:
+            return prog
+        prog.ended, prog.ended_at = True, now
+        self._ended.append(program_id)
+        while len(self._ended) > self.keep_ended:
+            old = self._ended.pop(0)
+            if (p := self._programs.get(old)) is not None and p.ended:
+                del self._programs[old]
+        return prog

