@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 ENV_VAR = "CONTINUUM_CONFIG"
 TTL_MODES = ("model", "fixed", "preserve", "off")
-ORDERINGS = ("program-fcfs", "fcfs")
+# "oracle" is for the simulator: the client tells the true tool duration in the `tool_s` hint.
+ALL_TTL_MODES = TTL_MODES + ("oracle",)
+ORDERINGS = ("program-fcfs", "fcfs", "plas")
 
 
 @dataclass
@@ -29,8 +31,8 @@ class ContinuumConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.ttl_mode not in TTL_MODES:
-            raise ValueError(f"ttl_mode must be one of {', '.join(TTL_MODES)}, not {self.ttl_mode!r}")
+        if self.ttl_mode not in ALL_TTL_MODES:
+            raise ValueError(f"ttl_mode must be one of {', '.join(ALL_TTL_MODES)}, not {self.ttl_mode!r}")
         if self.ordering not in ORDERINGS:
             raise ValueError(f"ordering must be one of {', '.join(ORDERINGS)}, not {self.ordering!r}")
         if not 0.0 <= self.pin_cap <= 1.0:

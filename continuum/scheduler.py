@@ -34,9 +34,11 @@ def hints_of(request: Request) -> dict[str, Any]:
 class ContinuumMixin:
     """Program tracking and the control channel, shared by the sync and async schedulers."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, continuum_config: ContinuumConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.continuum = ContinuumConfig.from_env()
+        # vLLM builds us with a fixed signature, so `continuum serve` passes settings in the environment;
+        # the simulator and tests pass them directly.
+        self.continuum = continuum_config or ContinuumConfig.from_env()
         self.clock = time.time  # the simulator swaps in its virtual clock
         self.programs = ProgramRegistry()
         # The control thread and the engine thread both touch scheduler state; one lock serialises them.
