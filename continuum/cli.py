@@ -70,12 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve(sub)
     add_models(sub)
-    try:
-        from workloads.cli import add_trace_parser
-    except ImportError:
-        pass
-    else:
-        add_trace_parser(sub)
+    from workloads.cli import add_trace_parser
+
+    add_trace_parser(sub)
+    for module, adder in (("eval.cli", "add_eval_parsers"), ("eval.sim.cli", "add_sim_parsers")):
+        try:  # the evaluation verbs (replay, bench, sim, profile) live in eval/
+            getattr(__import__(module, fromlist=[adder]), adder)(sub)
+        except (ImportError, AttributeError):
+            pass
     return parser
 
 
@@ -92,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         from workloads.cli import run_trace
 
         return run_trace(args, default_tokenizer=str(models.model_path(models.DEFAULT_MODEL) / "tokenizer.json"))
+    if args.command in ("replay", "bench"):
+        from eval.cli import run_eval
+
+        return run_eval(args)
+    if args.command in ("sim", "profile"):
+        from eval.sim.cli import run_sim
+
+        return run_sim(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -15,6 +15,7 @@ from vllm.utils.hashing import sha256
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request
 from vllm.v1.structured_output import StructuredOutputManager
 
@@ -62,3 +63,25 @@ def make_request(request_id: str, prompt: list[int], max_tokens: int, block_size
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, extra_args=xargs or None)
     return Request(request_id=request_id, prompt_token_ids=list(prompt), sampling_params=params,
                    pooling_params=None, arrival_time=arrival_time, block_hasher=hasher, session_id=session_id)
+
+
+def fabricate_output(scheduler: Any, out: Any, next_token: Any = None) -> ModelRunnerOutput:
+    """What a model runner would return for ``out``: one token for each request whose prefill is complete.
+
+    ``next_token(request) -> int`` chooses the token (default: a fixed id well inside any vocabulary).
+    """
+    req_ids = list(out.num_scheduled_tokens)
+    sampled: list[list[int]] = []
+    for req_id in req_ids:
+        request = scheduler.requests[req_id]
+        done = request.num_computed_tokens >= request.num_tokens  # already advanced by schedule()
+        sampled.append([next_token(request) if next_token else 1000] if done else [])
+    return ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: i for i, r in enumerate(req_ids)},
+                             sampled_token_ids=sampled)
+
+
+def run_step(scheduler: Any, next_token: Any = None) -> tuple[Any, dict]:
+    """One engine step without a model: schedule, fabricate the output, update. Returns (sched out, outputs)."""
+    out = scheduler.schedule()
+    engine_outputs = scheduler.update_from_output(out, fabricate_output(scheduler, out, next_token))
+    return out, engine_outputs

@@ -15,7 +15,9 @@ class Program:
     turns: int = 0  # turns admitted so far
     finished_turns: int = 0
     last_finish: float | None = None  # when the latest turn finished (start of a tool call)
-    last_tool: str | None = None
+    last_tool: str | None = None  # the tool the program is running now (chosen by its latest turn)
+    attained_tokens: int = 0  # tokens scheduled so far (least-attained-service ordering)
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache on admission
     last_context_tokens: int = 0
     running: set[str] = field(default_factory=set)  # request ids in flight
     ended: bool = False
@@ -30,6 +32,7 @@ class Program:
             "in_flight": len(self.running),
             "last_tool": self.last_tool,
             "last_context_tokens": self.last_context_tokens,
+            "cached_tokens": self.cached_tokens,
             "ended": self.ended,
         }
 

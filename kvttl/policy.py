@@ -4,7 +4,10 @@ Modes:
 
 ``model``
     the TTL rule of :mod:`kvttl.ttl_rule` over the predictor's samples for the tool,
-    with R from the reload-cost model, T and eta from :mod:`kvttl.estimators`;
+    with R from the reload-cost model, T and eta from :mod:`kvttl.estimators`; before the
+    predictor has enough samples (its "default" stage) there is no distribution to weigh,
+    so the turn is pinned for the predictor's default duration, as the public code does for
+    a tool it has not seen (an uninformed hit chance of 1/2 sets the pin's benefit);
 ``fixed``
     the behaviour of the public Continuum code: pin for ``fixed_ttl_s`` (2 s) when the
     tool's average duration so far (its whole history, no window) is at most
@@ -121,7 +124,9 @@ class TTLPolicy:
         predictor = self.predictor
         stage = predictor.stage_for(tool)
         samples = predictor.samples_for(tool)
-        if mode == "model":
+        if mode == "model" and stage == "default":
+            ttl, p_hit = predictor.default_s, 0.5
+        elif mode == "model":
             ttl, p_hit = solve_ttl(samples, reload_s, delay, eta, presorted=True)
         elif mode == "preserve":
             ttl, p_hit = math.inf, 1.0

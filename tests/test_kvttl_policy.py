@@ -61,11 +61,17 @@ def test_model_mode_is_the_rule_with_the_estimators():
     assert p.decide("grep", 1500, 2, last_step=True).ttl_s == 0.0
 
 
-def test_model_mode_cold_start_uses_the_default_sample():
-    p = TTLPolicy("model", predictor=ToolDurationPredictor(default_s=2.0), reload_model=ReloadCostModel(0, 1e-3, 0))
-    assert p.decide("ls", 5000, 1).stage == "default"
-    assert p.ttl_for("ls", 5000, 1) == 2.0  # a miss costs 5 s > 2 s held
-    assert p.ttl_for("ls", 1000, 1) == 0.0  # a miss costs 1 s < 2 s held
+def test_model_mode_cold_start_pins_for_the_default_then_weighs_samples():
+    predictor = ToolDurationPredictor(default_s=2.0, min_global_samples=3, min_tool_samples=3)
+    p = TTLPolicy("model", predictor=predictor, reload_model=ReloadCostModel(0, 1e-3, 0))
+    d = p.decide("ls", 1000, 1)
+    assert d.stage == "default" and d.ttl_s == 2.0  # no evidence yet: the default TTL
+    assert d.benefit_s == pytest.approx(0.5 * 1.0)  # uninformed hit chance x a 1 s miss
+    for _ in range(3):
+        p.observe_tool("ls", 3.0)
+    assert p.decide("ls", 1000, 1).stage != "default"
+    assert p.ttl_for("ls", 1000, 1) == 0.0  # a miss costs 1 s < 3 s held
+    assert p.ttl_for("ls", 5000, 1) == 3.0  # a miss costs 5 s > 3 s held
 
 
 def test_fixed_mode_reproduces_public_continuum():
