@@ -40,12 +40,19 @@ def kv_cache_config(num_blocks: int, block_size: int) -> KVCacheConfig:
                          kv_cache_groups=[KVCacheGroupSpec(["layer.0"], spec)])
 
 
-def build_scheduler(cls: Any = Scheduler, num_blocks: int = 1024, block_size: int = 32, **config: Any) -> Any:
-    """A real vLLM scheduler (``cls``: vLLM's or Continuum's) over a pool of ``num_blocks`` KV blocks."""
+def build_scheduler(cls: Any = Scheduler, num_blocks: int = 1024, block_size: int = 32,
+                    continuum_config: Any = None, **config: Any) -> Any:
+    """A real vLLM scheduler (``cls``: vLLM's or Continuum's) over a pool of ``num_blocks`` KV blocks.
+
+    ``continuum_config`` goes to a Continuum scheduler (as `continuum.policies.scheduler_for` returns it);
+    other keywords shape the vLLM config (see `vllm_config`).
+    """
+    extra = {"continuum_config": continuum_config} if continuum_config is not None else {}
     cfg = vllm_config(block_size=block_size, **config)
     cfg.cache_config.num_gpu_blocks = num_blocks  # what the engine sets after profiling memory
     return cls(vllm_config=cfg, kv_cache_config=kv_cache_config(num_blocks, block_size),
-               structured_output_manager=StructuredOutputManager(cfg), block_size=block_size, log_stats=True)
+               structured_output_manager=StructuredOutputManager(cfg), block_size=block_size, log_stats=True,
+               **extra)
 
 
 _hasher = None
