@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from continuum.config import ContinuumConfig
 from continuum.control import ControlClient
+from continuum.tool_names import ResponseToolReader
 
 MAX_SESSION_ID = 256
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -118,12 +119,52 @@ class ContinuumMiddleware:
         if method == "POST" and path in COMPLETION_PATHS:
             raw, messages = await read_body(receive)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            body = _parse_json(raw)
             try:
-                check_completion_request(headers, _parse_json(raw))
+                check_completion_request(headers, body)
             except BadRequest as exc:
                 return await send_json(send, 400, error_body(400, str(exc), exc.param))
             receive = replaying(messages, receive)
+            program = _program_of(headers, body)
+            if program is not None and self.control is not None and not _has_tool_hint(body):
+                send = self._reading_tool(send, program)
+        if path == "/metrics" and method == "GET" and self.control is not None:
+            send = await self._with_continuum_metrics(send)
         return await self.app(scope, receive, send)
+
+    def _reading_tool(self, send: Send, program: str) -> Send:
+        """Pass the response through, then tell the scheduler which tool the answer calls."""
+        reader = ResponseToolReader()
+
+        async def _send(message: dict) -> None:
+            await send(message)
+            if message["type"] == "http.response.body":
+                reader.feed(message.get("body", b""))
+                if not message.get("more_body") and (tool := reader.tool()):
+                    try:
+                        await self.control.call("tool", id=program, tool=tool)
+                    except TimeoutError:
+                        pass  # the TTL decided at finish stands
+
+        return _send
+
+    async def _with_continuum_metrics(self, send: Send) -> Send:
+        """Append continuum_* series to vLLM's Prometheus text."""
+        try:
+            reply = await self.control.call("stats")
+        except TimeoutError:
+            return send
+        extra = prometheus_lines(reply.get("stats", {})).encode()
+
+        async def _send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [(k, v) for k, v in message.get("headers", [])
+                                                  if k.lower() != b"content-length"]}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                message = {**message, "body": message.get("body", b"") + extra}
+            await send(message)
+
+        return _send
 
     async def _session(self, send: Send, method: str, session_id: str, end: bool) -> None:
         from urllib.parse import unquote
@@ -150,6 +191,39 @@ class ContinuumMiddleware:
             status = int(reply.get("status", 500))
             return await send_json(send, status, error_body(status, reply.get("error", "failed"), "session_id"))
         await send_json(send, 200, reply[key])
+
+
+def prometheus_lines(stats: dict) -> str:
+    pins, kv = stats.get("pins", {}), stats.get("kv", {})
+    series = {
+        "continuum_programs": ("gauge", stats.get("num_programs", 0)),
+        "continuum_pins_active": ("gauge", pins.get("active", 0)),
+        "continuum_pinned_blocks": ("gauge", pins.get("pinned_blocks", 0)),
+        "continuum_pins_created_total": ("counter", pins.get("created", 0)),
+        "continuum_pin_hits_total": ("counter", pins.get("hit", 0)),
+        "continuum_pins_expired_total": ("counter", pins.get("expired", 0)),
+        "continuum_pins_released_pressure_total": ("counter", pins.get("released_pressure", 0)),
+        "continuum_pins_released_end_total": ("counter", pins.get("released_end", 0)),
+        "continuum_kv_free_blocks": ("gauge", kv.get("free_blocks", 0)),
+    }
+    lines = []
+    for name, (kind, value) in series.items():
+        lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+    return "\n".join(lines) + "\n"
+
+
+def _program_of(headers: dict[str, str], body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("session_id"), str):
+        return body["session_id"]
+    if "x-session-id" in headers:
+        return headers["x-session-id"]
+    xargs = body.get("vllm_xargs") if isinstance(body, dict) else None
+    return xargs.get("session_id") if isinstance(xargs, dict) and isinstance(xargs.get("session_id"), str) else None
+
+
+def _has_tool_hint(body: Any) -> bool:
+    xargs = body.get("vllm_xargs") if isinstance(body, dict) else None
+    return isinstance(xargs, dict) and isinstance(xargs.get("tool"), str)
 
 
 def _parse_json(raw: bytes) -> Any:
