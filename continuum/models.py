@@ -70,8 +70,11 @@ def build_smollm2(out: Path) -> None:
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.load_state_dict({k: v.to(torch.bfloat16) for k, v in loaded.state_dict().items()})
+    # float32: exact for the dequantized values, and vLLM's CPU kernels in bfloat16 derail this small model
+    # (it answers the capital-of-France question wrongly in bfloat16, rightly in float32).
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     model.save_pretrained(str(out), safe_serialization=True)
     _save_tokenizer(out)
