@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from vllm.logger import init_logger
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -29,6 +30,7 @@ from continuum.ordering import ProgramQueue, ordering_key
 from continuum.programs import Program, ProgramRegistry
 from kvttl import ReloadCostModel, TTLPolicy
 
+logger = init_logger(__name__)
 ORACLE_SLACK_S = 0.05  # the oracle pins a little past the true return time: the turn still has to be admitted
 
 
@@ -300,4 +302,5 @@ def make_scheduler(*args: Any, **kwargs: Any) -> Scheduler:
     vllm_config = kwargs.get("vllm_config", args[0] if args else None)
     is_async = bool(vllm_config is not None and vllm_config.scheduler_config.async_scheduling)
     cls = ContinuumAsyncScheduler if is_async else ContinuumScheduler
+    logger.info("Continuum: %s, %s", cls.__name__, ContinuumConfig.from_env())
     return cls(*args, **kwargs)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from continuum.config import ContinuumConfig
 from continuum.offline import build_scheduler, make_request, run_step
-from continuum.scheduler import ContinuumScheduler
+from continuum.scheduler import ContinuumAsyncScheduler, ContinuumScheduler
 
 BS = 32
 
@@ -21,11 +22,14 @@ class Clock:
         return self.now
 
 
-def make(policy: str = "continuum", num_blocks: int = 40, clock: Clock | None = None, **cfg):
+def make(policy: str = "continuum", num_blocks: int = 40, clock: Clock | None = None, is_async: bool = False,
+         **cfg):
     if policy == "vllm":
-        return build_scheduler(Scheduler, num_blocks=num_blocks, block_size=BS)
+        return build_scheduler(AsyncScheduler if is_async else Scheduler, num_blocks=num_blocks, block_size=BS,
+                               async_scheduling=is_async)
     config = ContinuumConfig(**{"ttl_mode": "model", **cfg})
-    s = build_scheduler(ContinuumScheduler, num_blocks=num_blocks, block_size=BS, continuum_config=config)
+    cls = ContinuumAsyncScheduler if is_async else ContinuumScheduler
+    s = build_scheduler(cls, num_blocks=num_blocks, block_size=BS, continuum_config=config, async_scheduling=is_async)
     s.clock = clock or Clock()
     return s
 
@@ -52,8 +56,8 @@ def flush_lru(s, n: int = 6) -> None:
         drain(s)
 
 
-def second_turn_hit(policy: str) -> tuple[int, int]:
-    s = make(policy)
+def second_turn_hit(policy: str, is_async: bool) -> tuple[int, int]:
+    s = make(policy, is_async=is_async)
     first = tokens(1000, 320)
     s.add_request(make_request("a1", first, 32, session_id="A", tool="grep"))
     drain(s)
@@ -65,11 +69,12 @@ def second_turn_hit(policy: str) -> tuple[int, int]:
     return new.num_computed_tokens, len(history)
 
 
-def test_pinned_turn_survives_an_lru_flush():
-    hit, history = second_turn_hit("continuum")
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_pinned_turn_survives_an_lru_flush(is_async):
+    hit, history = second_turn_hit("continuum", is_async)
     full_blocks = (history - 1) // BS * BS  # the last sampled token has no KV yet
     assert hit >= 0.9 * full_blocks and hit >= 0.9 * history
-    plain_hit, _ = second_turn_hit("vllm")
+    plain_hit, _ = second_turn_hit("vllm", is_async)
     assert plain_hit == 0
 
 
