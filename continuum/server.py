@@ -34,6 +34,9 @@ def build_vllm_args(model: str, policy: str, port: int, extra: list[str]) -> lis
     args = ["--model", models.resolve(model), "--port", str(port)]
     if model in models.EMBEDDED and not has_flag(extra, "--served-model-name"):
         args += ["--served-model-name", model]
+    if model == "smollm2-135m" and not has_flag(extra, "--dtype"):
+        # vLLM picks bfloat16 on CPU, where this small model's answers derail; float32 keeps them right.
+        args += ["--dtype", "float32"]
     if on_cpu() and not has_flag(extra, "--kv-cache-memory-bytes", "--gpu-memory-utilization"):
         # vLLM's CPU default reserves 92% of a NUMA node's memory; an explicit KV budget starts anywhere.
         args += ["--kv-cache-memory-bytes", str(CPU_DEFAULT_KV_BYTES)]
