@@ -1,0 +1,218 @@
+"""The `continuum replay` and `continuum bench` verbs.
+
+``add_eval_parsers(subparsers)`` adds both to the `continuum` command; ``run_eval(args)`` runs one and returns
+the exit status (2 with a message on stderr for bad input). ``python -m eval.cli replay|bench ...`` runs them
+without the entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+__all__ = ["add_eval_parsers", "run_eval", "main"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return v
+
+
+def _jps_list(text: str) -> list[float]:
+    rates = [_positive_float(x.strip()) for x in text.split(",") if x.strip()]
+    if not rates:
+        raise argparse.ArgumentTypeError("give at least one rate")
+    return rates
+
+
+def _vocab_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition(":")
+    try:
+        a, b = int(lo), int(hi)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want LO:HI token ids, not {text!r}") from None
+    if not sep or not 0 <= a < b:
+        raise argparse.ArgumentTypeError(f"want 0 <= LO < HI, not {text!r}")
+    return a, b
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", required=True, help="trace JSONL (see workloads/README.md)")
+    p.add_argument("--seed", type=int, default=0, help="seed of arrivals and synthetic token ids (default 0)")
+    p.add_argument("--limit", type=_positive_int, help="replay only the first N programs of the trace")
+    p.add_argument("--max-context", type=_positive_int,
+                   help="fit each program into N tokens of context by scaling its token counts down "
+                        "proportionally (default: the server's max_model_len)")
+    p.add_argument("--token-scale", type=_positive_float, default=1.0,
+                   help="multiply every turn's token counts by F before fitting (default 1)")
+    p.add_argument("--tool-scale", type=_non_negative_float, default=1.0,
+                   help="multiply every tool time by F (default 1)")
+    p.add_argument("--no-hints", dest="hints", action="store_false",
+                   help="do not send the tool / is_last_step hints (session ids are always sent)")
+    p.add_argument("--request-timeout", type=_positive_float, default=300.0,
+                   help="seconds before a request counts as failed (default 300)")
+    p.add_argument("--vocab-range", type=_vocab_range, default=(1000, 30000), metavar="LO:HI",
+                   help="synthetic prompt tokens are drawn from [LO, HI) (default 1000:30000)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add `replay` and `bench` to the `continuum` command's subparsers."""
+    p = subparsers.add_parser("replay", help="replay a trace against a live OpenAI-compatible server",
+                              description="Act as the trace's agents against a server: send a turn, wait the "
+                                          "tool time, send the next. Writes the result JSON.")
+    _add_common(p)
+    p.add_argument("--base-url", required=True, help="server address, e.g. http://127.0.0.1:8000")
+    p.add_argument("--jps", type=_positive_float,
+                   help="program arrival rate (Poisson, seeded); default: the trace's arrival_s")
+    p.add_argument("--out", required=True, help="result JSON file")
+    p.add_argument("--model", help="model name for requests (default: the server's first model)")
+    p.add_argument("--policy", help="label of the run in the result (default: detected from the server)")
+    p.add_argument("--api-key", help="bearer token, for servers that want one")
+    p.add_argument("--no-end-sessions", dest="end_sessions", action="store_false",
+                   help="do not call POST /v1/sessions/{id}/end after a program's last turn")
+
+    b = subparsers.add_parser("bench", help="A/B benchmark: same trace, same seed, one server per policy",
+                              description="Live: start `continuum serve MODEL --policy P` for each policy (same "
+                                          "model, KV budget and flags), replay the trace at every rate, write "
+                                          "results.json, report.md and plots. Sim: the same with the simulator.")
+    _add_common(b)
+    b.add_argument("--mode", choices=("live", "sim"), default="live")
+    b.add_argument("--policies", default="vllm,continuum",
+                   help="comma list: vllm, continuum, or continuum/TTL_MODE (e.g. continuum/preserve)")
+    b.add_argument("--jps", type=_jps_list, required=True, help="rates, e.g. 0.5 or 0.2,0.5,1")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--model", default=None, help="model to serve (default: the embedded smollm2-135m)")
+    b.add_argument("--block-size", type=_positive_int, default=32, help="KV block size (default 32)")
+    b.add_argument("--num-gpu-blocks", type=_positive_int,
+                   help="KV pool size in blocks (--num-gpu-blocks-override), the memory agents compete for")
+    b.add_argument("--max-model-len", type=_positive_int, help="the servers' max model length")
+    b.add_argument("--server-args", default="",
+                   help="more vLLM flags for every server, one quoted string: --server-args='--foo 1'")
+    b.add_argument("--continuum-args", default="",
+                   help="flags for Continuum servers only, e.g. --continuum-args='--pin-cap 0.6'")
+    b.add_argument("--startup-timeout", type=_positive_float, default=900.0,
+                   help="seconds to wait for a server to be healthy (default 900)")
+    b.add_argument("--restart-each-run", action="store_true",
+                   help="a fresh server for every rate (default: one server per policy, prefix cache reset)")
+    b.add_argument("--profile", default=None, help="sim mode: cost-model profile name")
+    b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+
+
+def _load(args: argparse.Namespace):
+    from workloads import TraceError, read_trace
+
+    try:
+        programs = read_trace(args.trace)
+    except TraceError as exc:
+        raise _BadInput(str(exc)) from None
+    if not programs:
+        raise _BadInput(f"{args.trace}: the trace has no programs")
+    return programs[: args.limit] if args.limit else programs
+
+
+class _BadInput(ValueError):
+    pass
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "replay":
+            return _run_replay(args)
+        if args.command == "bench":
+            return _run_bench(args)
+        raise _BadInput(f"unknown command {args.command!r}")
+    except _BadInput as exc:
+        print(f"continuum {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"continuum {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from eval.replay import ReplayError, ReplayOptions, replay_sync
+
+    programs = _load(args)
+    try:
+        opts = ReplayOptions(base_url=args.base_url, model=args.model, jps=args.jps, seed=args.seed,
+                             max_context=args.max_context, token_scale=args.token_scale, tool_scale=args.tool_scale,
+                             hints=args.hints, end_sessions=args.end_sessions,
+                             request_timeout_s=args.request_timeout, vocab_lo=args.vocab_range[0],
+                             vocab_hi=args.vocab_range[1], progress=args.progress, policy=args.policy,
+                             api_key=args.api_key, meta={"trace": str(args.trace)})
+        result = replay_sync(programs, opts)
+    except ReplayError as exc:
+        raise _BadInput(str(exc)) from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    from eval.report import format_table
+
+    print(format_table([result]))
+    print(f"result: {out}")
+    if result["failed"]:
+        print(f"{result['failed']} of {result['programs']} programs failed; first: {result['errors'][:1]}",
+              file=sys.stderr)
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from eval.bench import BenchConfig, BenchError, run_bench
+
+    programs = _load(args)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise _BadInput("--policies: give at least one policy")
+    try:
+        cfg = BenchConfig(
+            mode=args.mode, policies=policies, jps=args.jps, out_dir=Path(args.out), model=args.model,
+            seed=args.seed, max_context=args.max_context, token_scale=args.token_scale, tool_scale=args.tool_scale,
+            hints=args.hints, request_timeout_s=args.request_timeout, vocab=args.vocab_range,
+            block_size=args.block_size, num_gpu_blocks=args.num_gpu_blocks, max_model_len=args.max_model_len,
+            server_args=args.server_args, continuum_args=args.continuum_args,
+            startup_timeout_s=args.startup_timeout, restart_each_run=args.restart_each_run, profile=args.profile, progress=args.progress,
+            plots=args.plots, trace=str(args.trace))
+        run_bench(programs, cfg)
+    except BenchError as exc:
+        raise _BadInput(str(exc)) from None
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_eval_parsers(sub)
+    return run_eval(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
