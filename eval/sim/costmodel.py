@@ -285,9 +285,10 @@ def nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
     return x / scale
 
 
-def prefill_seconds(cost, tokens: int, chunk: int) -> float:
-    """Seconds to prefill ``tokens`` alone on an idle engine, in chunks of at most ``chunk`` tokens."""
-    done, total = 0, 0.0
+def prefill_seconds(cost, tokens: int, chunk: int, cached: int = 0) -> float:
+    """Seconds to prefill ``tokens`` alone on an idle engine (``cached`` of them already in the prefix cache),
+    in chunks of at most ``chunk`` tokens; the last chunk samples the first output token."""
+    done, total = max(0, cached), 0.0
     while done < tokens:
         q = min(chunk, tokens - done)
         b = StepBatch()

@@ -70,16 +70,7 @@ class Profile:
 
     def prefill_seconds(self, tokens: int, cached: int = 0) -> float:
         """Prefill of ``tokens`` (``cached`` of them hit) alone on an idle engine, chunked as vLLM does."""
-        if cached <= 0:
-            return prefill_seconds(self.cost, tokens, self.max_num_batched_tokens)
-        done, total = cached, 0.0
-        while done < tokens:
-            q = min(self.max_num_batched_tokens, tokens - done)
-            b = StepBatch()
-            b.add(q, done + q, done + q >= tokens)
-            total += self.cost.step_time(b)
-            done += q
-        return total
+        return prefill_seconds(self.cost, tokens, self.max_num_batched_tokens, cached)
 
     def reload_cost(self) -> list[float]:
         """[a, b, c] of kvttl's quadratic reload-cost model, fitted to this profile's prefill times."""

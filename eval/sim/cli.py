@@ -1,0 +1,243 @@
+"""The `continuum sim` and `continuum profile` verbs.
+
+``add_sim_parsers(subparsers)`` adds both to the `continuum` command; ``run_sim(args)`` runs one and returns the
+exit status (2 with a message on stderr for bad input). ``python -m eval.sim.cli sim|profile ...`` runs them
+without the entry point.
+
+    continuum sim --trace FILE --policy P --profile NAME --jps X --out RESULT.json
+    continuum sim --profile list
+    continuum profile [--model tiny] [--out eval/sim/fitted/cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_sim_parsers", "run_sim", "main"]
+
+
+class _BadInput(ValueError):
+    pass
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    v = _non_negative_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], not {text}")
+    return v
+
+
+def _csv(text: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one value")
+    return items
+
+
+def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add `sim` and `profile` to the `continuum` command's subparsers."""
+    p = subparsers.add_parser(
+        "sim", help="simulate a trace: vLLM's real scheduler and KV cache on a virtual clock + a GPU cost model",
+        description="Runs the scheduler classes `continuum serve` loads, with vLLM's real KV cache manager, "
+                    "replacing only the model's execution by a cost model. Writes the result JSON.")
+    p.add_argument("--trace", help="trace JSONL (see workloads/README.md)")
+    p.add_argument("--policy", type=_csv, default=["continuum"],
+                   help="vllm, continuum, fixed, preserve, plas, oracle (or continuum/MODE); a comma list runs "
+                        "each and writes a list (default continuum)")
+    p.add_argument("--profile", default="h100-llama-3.1-8b",
+                   help="cost profile name, a fitted profile JSON, or 'list' to show them "
+                        "(default h100-llama-3.1-8b)")
+    p.add_argument("--jps", type=_csv, help="program arrival rate(s), Poisson, seeded; default: the trace's arrival_s")
+    p.add_argument("--seed", type=int, default=0, help="seed of arrivals and synthetic token ids (default 0)")
+    p.add_argument("--out", help="result JSON file")
+    p.add_argument("--limit", type=_positive_int, help="simulate only the first N programs of the trace")
+    p.add_argument("--max-context", type=_positive_int,
+                   help="fit each program into N tokens of context (as `continuum replay --max-context`)")
+    p.add_argument("--token-scale", type=_positive_float, default=1.0,
+                   help="multiply every turn's token counts by F (as `continuum replay --token-scale`)")
+    p.add_argument("--tool-scale", type=_non_negative_float, default=1.0, help="multiply every tool time by F")
+    p.add_argument("--num-blocks", type=_positive_int, help="override the profile's KV pool size (blocks)")
+    p.add_argument("--block-size", type=_positive_int, help="override the profile's KV block size")
+    p.add_argument("--max-model-len", type=_positive_int, help="override the profile's max model length")
+    p.add_argument("--pin-cap", type=_fraction, help="Continuum policies: max fraction of KV blocks held by pins")
+    p.add_argument("--fixed-ttl", type=_non_negative_float, help="policy fixed: the TTL in seconds")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    q = subparsers.add_parser(
+        "profile", help="measure the live CPU engine's step times and fit the simulator's `cpu` profile",
+        description="Runs vLLM's CPU engine in-process on an embedded model, times each engine step for a "
+                    "grid of prefill and decode batches, fits the step-time model and writes it as JSON.")
+    q.add_argument("--model", default="tiny", help="embedded model or path (default tiny)")
+    q.add_argument("--out", default=None, help="profile JSON (default eval/sim/fitted/cpu.json)")
+    q.add_argument("--block-size", type=_positive_int, default=32, help="KV block size of the engine (default 32)")
+    q.add_argument("--num-blocks", type=_positive_int, default=None,
+                   help="KV pool the simulated engine gets (default: what the live engine allocates)")
+    q.add_argument("--max-model-len", type=_positive_int, default=8192)
+    q.add_argument("--max-num-seqs", type=_positive_int, default=128)
+    q.add_argument("--max-num-batched-tokens", type=_positive_int, default=2048)
+    q.add_argument("--repeats", type=_positive_int, default=3, help="repetitions of the grid (default 3)")
+    q.add_argument("--quick", action="store_true", help="a small grid (for tests)")
+
+
+def _load_programs(args: argparse.Namespace):
+    from eval.replay import fit_program, scale_program
+    from workloads import TraceError, read_trace
+
+    if not args.trace:
+        raise _BadInput("--trace is required")
+    try:
+        programs = read_trace(args.trace)
+    except TraceError as exc:
+        raise _BadInput(str(exc)) from None
+    if not programs:
+        raise _BadInput(f"{args.trace}: the trace has no programs")
+    programs = programs[: args.limit] if args.limit else programs
+    programs = [scale_program(p, args.token_scale, args.tool_scale) for p in programs]
+    if args.max_context:
+        programs = [fit_program(p, args.max_context) for p in programs]
+    return programs
+
+
+def _profile(args: argparse.Namespace):
+    from eval.sim.profiles import get_profile
+
+    try:
+        prof = get_profile(args.profile)
+    except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
+        raise _BadInput(f"--profile: {exc}") from None
+    for flag, attr in (("num_blocks", "num_blocks"), ("block_size", "block_size"), ("max_model_len", "max_model_len")):
+        if getattr(args, flag, None):
+            setattr(prof, attr, getattr(args, flag))
+    return prof
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    if args.profile == "list":
+        from eval.sim.profiles import format_listing, listing
+
+        print(format_listing(listing()))
+        return 0
+    if not args.out:
+        raise _BadInput("--out is required")
+    from eval.sim.engine import resolve_policy
+
+    for pol in args.policy:
+        try:
+            resolve_policy(pol)
+        except ValueError as exc:
+            raise _BadInput(f"--policy: {exc}") from None
+    try:
+        rates = [_positive_float(x) for x in args.jps] if args.jps else [None]
+    except argparse.ArgumentTypeError as exc:
+        raise _BadInput(f"--jps: {exc}") from None
+    prof = _profile(args)
+    programs = _load_programs(args)
+    overrides = {}
+    if args.pin_cap is not None:
+        overrides["pin_cap"] = args.pin_cap
+    if args.fixed_ttl is not None:
+        overrides["fixed_ttl_s"] = args.fixed_ttl
+    from eval.sim.run import simulate_result
+
+    results = []
+    for pol in args.policy:
+        for jps in rates:
+            t0 = time.perf_counter()
+            try:
+                r = simulate_result(programs, pol, prof, jps, args.seed, progress=args.progress,
+                                    policy_overrides=overrides or None,
+                                    meta={"trace": str(args.trace), "token_scale": args.token_scale,
+                                          "tool_scale": args.tool_scale, "max_context": args.max_context})
+            except ValueError as exc:
+                raise _BadInput(str(exc)) from None
+            results.append(r)
+            print(f"sim {pol} jps={jps}: {r['completed']}/{r['programs']} programs, mean JCT "
+                  f"{r['jct_s']['mean']:.2f} s, p95 {r['jct_s']['p95']:.2f} s, slowdown {r['slowdown']['mean']:.2f}, "
+                  f"prefix hits {100 * r['prefix_hit_rate']:.1f}% ({time.perf_counter() - t0:.1f} s wall)",
+                  file=sys.stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")
+    try:
+        from eval.report import format_table
+
+        print(format_table(results))
+    except ImportError:
+        pass
+    print(f"result: {out}")
+    return 0
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    from eval.sim.profile_cpu import ProfileError, profile_cpu
+
+    try:
+        path = profile_cpu(model=args.model, out=args.out, block_size=args.block_size, num_blocks=args.num_blocks,
+                           max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+                           max_num_batched_tokens=args.max_num_batched_tokens, repeats=args.repeats,
+                           quick=args.quick)
+    except ProfileError as exc:
+        raise _BadInput(str(exc)) from None
+    print(f"profile: {path}")
+    return 0
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "sim":
+            return _run_sim(args)
+        if args.command == "profile":
+            return _run_profile(args)
+        raise _BadInput(f"unknown command {args.command!r}")
+    except _BadInput as exc:
+        print(f"continuum {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"continuum {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.sim.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_sim_parsers(sub)
+    return run_sim(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
