@@ -112,6 +112,8 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--max-num-batched-tokens", type=_positive_int, default=2048)
     q.add_argument("--repeats", type=_positive_int, default=3, help="repetitions of the grid (default 3)")
     q.add_argument("--quick", action="store_true", help="a small grid (for tests)")
+    q.add_argument("--no-client", dest="client", action="store_false",
+                   help="skip measuring the HTTP client overhead through `continuum serve`")
 
 
 def _load_programs(args: argparse.Namespace):
@@ -210,7 +212,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         path = profile_cpu(model=args.model, out=args.out, block_size=args.block_size, num_blocks=args.num_blocks,
                            max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                            max_num_batched_tokens=args.max_num_batched_tokens, repeats=args.repeats,
-                           quick=args.quick)
+                           quick=args.quick, client=args.client)
     except ProfileError as exc:
         raise _BadInput(str(exc)) from None
     print(f"profile: {path}")
