@@ -9,7 +9,7 @@ from continuum.launch import ServerProcess
 
 pytestmark = pytest.mark.engine
 FLAGS = ["--max-model-len", "1024", "--block-size", "32", "--num-gpu-blocks-override", "40",
-         "--enable-prompt-tokens-details"]
+         "--enable-prompt-tokens-details", "--enforce-eager"]  # eager: start-up without compiling
 
 
 @pytest.fixture(scope="module", params=["continuum", "vllm"])

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    proc = ServerProcess("tiny", ["--max-model-len", "2048", "--block-size", "32"], log_path=log)
+    proc = ServerProcess("tiny", ["--max-model-len", "2048", "--block-size", "32", "--enforce-eager"], log_path=log)
     with proc:
         yield proc
 
