@@ -20,7 +20,8 @@ Definitions (all times in seconds, on the client's monotonic clock, relative to 
 - **pins** and **sched_step_ms**: from the server's ``/continuum/stats`` (zeros for servers without it).
 - ``slowdown`` needs each program's JCT alone on an idle engine: the simulator knows it; live runs omit it.
 
-Extra keys beyond DESIGN.md: ``per_program`` (id, arrival, JCT, turns, failure) so that reports can draw CDFs,
+Extra keys beyond DESIGN.md: ``per_program`` (id, arrival, JCT, turns, failure, per-turn prompt and cached
+tokens) so that reports can draw CDFs,
 ``output_tok_s``, ``turns``, ``errors`` (the first few failure messages) and ``meta`` (run settings).
 """
 
@@ -140,6 +141,8 @@ def summarize(records: Sequence[ProgramRecord], *, policy: str, jps: float | Non
         "per_program": [
             {"id": r.id, "arrival_s": round(r.arrival_s, 6), "jct_s": None if r.jct_s is None else round(r.jct_s, 6),
              "turns": r.num_turns, "turns_done": sum(t.ok for t in r.turns), "failed": not r.completed,
+             "prompt_tokens": [t.prompt_tokens for t in r.turns if t.ok],
+             "cached_tokens": [t.cached_tokens for t in r.turns if t.ok],
              **({"error": r.error} if r.error else {})}
             for r in records
         ],

@@ -3,7 +3,8 @@
 Input is a list of result dicts (``results.json`` of `continuum bench`, or several ``replay`` outputs).
 Rows are policy × JPS; the baseline for ratios is the ``vllm`` policy. Plots (matplotlib, Agg backend):
 
-- ``jct_vs_jps.png``: mean JCT (and p95, dashed) against load, one line per policy;
+- ``jct_vs_jps.png``: mean JCT (and p95, dashed) against load, one line per policy (bars of mean and p95
+  per policy when there is a single load level);
 - ``jct_cdf.png``: CDF of per-program JCT, one line per policy, one panel per JPS.
 
 ``python -m eval.report results.json [more.json ...] --out DIR`` rebuilds the report from saved results.
@@ -104,6 +105,15 @@ def _pyplot():
 def plot_jct_vs_jps(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    rates = sorted({r["jps"] for r in results if r.get("jps") is not None})
+    if len(rates) <= 1:
+        # One load level: a line plot would be a lone dot per policy; bars read better.
+        _jct_bars(ax, results, rates[0] if rates else None)
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
     for i, pol in enumerate(_policies(results)):
         rows = sorted((r for r in results if r.get("policy") == pol and r.get("jps") is not None),
                       key=lambda r: r["jps"])
@@ -127,6 +137,26 @@ def plot_jct_vs_jps(results: Sequence[dict[str, Any]], path: str | Path) -> Path
     return path
 
 
+def _jct_bars(ax, results: Sequence[dict[str, Any]], rate: float | None) -> None:
+    policies = _policies(results)
+    width = 0.38
+    for i, pol in enumerate(policies):
+        r = next((r for r in results if r.get("policy") == pol), None)
+        if r is None:
+            continue
+        for j, (stat, hatch) in enumerate((("mean", None), ("p95", "//"))):
+            v = r["jct_s"][stat]
+            x = i + (j - 0.5) * width
+            ax.bar(x, v, width=width * 0.95, color=f"C{i}", alpha=1.0 if j == 0 else 0.6, hatch=hatch,
+                   edgecolor="black", linewidth=0.5)
+            ax.annotate(f"{v:.1f}s", (x, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(policies)), [f"{p}\n(mean | p95)" for p in policies])
+    ax.set_ylabel("job completion time (s)")
+    ax.set_title(f"JCT by policy, JPS {'trace' if rate is None else f'{rate:g}'}")
+    ax.set_ylim(0, 1.15 * max((r["jct_s"]["p95"] for r in results), default=1.0) or 1.0)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
 def plot_jct_cdf(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     plt = _pyplot()
     rates = sorted({r.get("jps") for r in results}, key=lambda x: -1 if x is None else x)
@@ -143,8 +173,8 @@ def plot_jct_cdf(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
                 jcts = sorted(p["jct_s"] for p in r.get("per_program") or [] if p.get("jct_s") is not None)
                 if not jcts:
                     continue
-                ys = [(k + 1) / len(jcts) for k in range(len(jcts))]
-                ax.step(jcts, ys, where="post", color=f"C{i}",
+                ys = [0.0] + [(k + 1) / len(jcts) for k in range(len(jcts))]
+                ax.step([jcts[0]] + jcts, ys, where="post", color=f"C{i}",
                         label=f"{pol} (mean {r['jct_s']['mean']:.1f}s)")
         ax.set_title(f"JCT CDF, JPS {'trace' if rate is None else f'{rate:g}'}")
         ax.set_xlabel("job completion time (s)")
@@ -153,7 +183,7 @@ def plot_jct_cdf(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_xlim(left=0)
         ax.grid(True, alpha=0.3)
         if ax.lines:
-            ax.legend(loc="lower right")
+            ax.legend(loc="upper left", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.tight_layout()

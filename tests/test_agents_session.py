@@ -92,7 +92,8 @@ def test_reference_agent_helpers(tmp_path):
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("agents") / "serve.log"
-    with ServerProcess("tiny", ["--max-model-len", "2048", "--block-size", "32"], log_path=log) as proc:
+    args = ["--max-model-len", "2048", "--block-size", "32", "--enforce-eager"]  # eager: no compile at start-up
+    with ServerProcess("tiny", args, log_path=log) as proc:
         yield proc
 
 

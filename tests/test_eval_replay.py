@@ -26,7 +26,7 @@ RESULT_KEYS = {"policy", "mode", "workload", "jps", "programs", "completed", "fa
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("replay") / "serve.log"
-    args = ["--max-model-len", "2048", "--block-size", "32", "--enable-prompt-tokens-details"]
+    args = ["--max-model-len", "2048", "--block-size", "32", "--enable-prompt-tokens-details", "--enforce-eager"]
     with ServerProcess("tiny", args, log_path=log) as proc:
         yield proc
 
