@@ -1,0 +1,121 @@
+"""A load sweep in the simulator: every policy at every JPS on one trace and profile, then a report.
+
+    python -m eval.sim.sweep --trace swe.jsonl --profile h100-llama-3.1-8b --jps 0.25,0.5,0.75,1 \\
+        --policies vllm,continuum,fixed,preserve,plas,oracle --out runs/sim-h100
+
+writes ``results.json`` (a list of result dicts), ``report.md`` (the live report's table, ratios and plots
+from `eval.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
+policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit rate, preemptions and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from eval.sim.run import DEFAULT_PROFILE, simulate_result
+
+ORDER = ("vllm", "continuum", "fixed", "preserve", "plas", "oracle")
+
+
+def sim_table(results: Sequence[dict[str, Any]]) -> str:
+    """Markdown: one row per JPS, mean / p95 JCT of each policy side by side."""
+    pols = [p for p in ORDER if any(r["policy"] == p for r in results)]
+    pols += [p for p in dict.fromkeys(r["policy"] for r in results) if p not in pols]
+    rates = sorted({r["jps"] for r in results if r["jps"] is not None})
+    by = {(r["policy"], r["jps"]): r for r in results}
+    head = "| JPS | " + " | ".join(f"{p} mean / p95 JCT (s)" for p in pols) + " |"
+    lines = [head, "|" + "---|" * (len(pols) + 1)]
+    for j in rates:
+        cells = []
+        for p in pols:
+            r = by.get((p, j))
+            cells.append("-" if r is None else f"{r['jct_s']['mean']:.1f} / {r['jct_s']['p95']:.1f}"
+                         + ("" if not r["failed"] else f" ({r['failed']} failed)"))
+        lines.append(f"| {j:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(results: Sequence[dict[str, Any]]) -> str:
+    head = ("| policy | JPS | mean JCT (s) | p95 JCT (s) | mean slowdown | p95 slowdown | prefix hits | "
+            "preemptions | pins created / hit / pressure | mean TTFT (s) | schedule() ms (mean) | wall (s) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    key = {p: i for i, p in enumerate(ORDER)}
+    for r in sorted(results, key=lambda r: (r["jps"] or 0, key.get(r["policy"], 99))):
+        pins, sim = r.get("pins") or {}, r.get("sim") or {}
+        lines.append(
+            f"| {r['policy']} | {r['jps']:g} | {r['jct_s']['mean']:.1f} | {r['jct_s']['p95']:.1f} "
+            f"| {r['slowdown']['mean']:.2f} | {r['slowdown']['p95']:.2f} | {100 * r['prefix_hit_rate']:.1f}% "
+            f"| {sim.get('preemptions', 0)} | {pins.get('created', 0)} / {pins.get('hit', 0)} / "
+            f"{pins.get('released_pressure', 0)} | {r['ttft_s']['mean']:.2f} | {r['sched_step_ms']['mean']:.3f} "
+            f"| {sim.get('wall_s', 0):.0f} |")
+    return "\n".join(lines)
+
+
+def write_sim_report(results: Sequence[dict[str, Any]], out_dir: Path, title: str, notes: Sequence[str] = (),
+                     plots: bool = True) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(list(results), indent=2) + "\n")
+    try:
+        from eval.report import write_report
+
+        paths = write_report(results, out_dir, title=title, notes=notes, plots=plots)
+        report = paths["report"]
+        text = report.read_text()
+    except ImportError:
+        report, text = out_dir / "report.md", f"# {title}\n"
+    text += ("\n## Simulator: mean / p95 JCT per policy and load\n\n" + sim_table(results) + "\n\n"
+             "## Simulator: details\n\n" + detail_table(results) + "\n")
+    report.write_text(text)
+    return report
+
+
+def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profile: str, seed: int,
+          progress: bool = True) -> list[dict[str, Any]]:
+    results = []
+    for jps in rates:
+        for pol in policies:
+            t0 = time.perf_counter()
+            r = simulate_result(programs, pol, profile, jps, seed, progress=progress)
+            results.append(r)
+            print(f"[sweep] {pol} jps={jps:g}: mean JCT {r['jct_s']['mean']:.1f} s, p95 {r['jct_s']['p95']:.1f} s, "
+                  f"slowdown {r['slowdown']['mean']:.2f}, hits {100 * r['prefix_hit_rate']:.1f}%, "
+                  f"{time.perf_counter() - t0:.0f} s wall", file=sys.stderr, flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workloads import read_trace
+
+    p = argparse.ArgumentParser(prog="python -m eval.sim.sweep")
+    p.add_argument("--trace", required=True)
+    p.add_argument("--profile", default=DEFAULT_PROFILE)
+    p.add_argument("--jps", default="0.25,0.5,0.75,1")
+    p.add_argument("--policies", default=",".join(ORDER))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-plots", dest="plots", action="store_false")
+    a = p.parse_args(argv)
+    programs = read_trace(a.trace)
+    programs = programs[: a.limit] if a.limit else programs
+    rates = [float(x) for x in a.jps.split(",") if x.strip()]
+    pols = [x.strip() for x in a.policies.split(",") if x.strip()]
+    t0 = time.perf_counter()
+    results = sweep(programs, pols, rates, a.profile, a.seed, a.progress)
+    wall = time.perf_counter() - t0
+    notes = [f"simulated: {len(programs)} programs of {a.trace}, profile {a.profile}, seed {a.seed}; "
+             f"{len(results)} runs in {wall:.0f} s of wall time on this machine"]
+    report = write_sim_report(results, Path(a.out), f"Simulator: {a.profile}", notes, a.plots)
+    print(sim_table(results))
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
