@@ -207,10 +207,16 @@ def _sim(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
     progs = [scale_program(p, cfg.token_scale, cfg.tool_scale) for p in programs]
     if cfg.max_context:
         progs = [fit_program(p, cfg.max_context) for p in progs]
+    import inspect
+
+    extra = {"progress": cfg.progress} if "progress" in inspect.signature(simulate_result).parameters else {}
     results = []
     for label in cfg.policies:
         for jps in cfg.jps:
-            result = simulate_result(progs, policy=label, profile=cfg.profile, jps=jps, seed=cfg.seed)
+            try:
+                result = simulate_result(progs, policy=label, profile=cfg.profile, jps=jps, seed=cfg.seed, **extra)
+            except (ValueError, KeyError) as exc:  # unknown policy or profile name
+                raise BenchError(f"simulator: {exc}") from None
             results.append(result)
     return results
 

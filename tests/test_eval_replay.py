@@ -64,7 +64,7 @@ def test_replay_cli_completes_with_token_exact_prompts(server, tmp_path):
     assert res["meta"]["continuum_stats"] is True
     for prog in res["per_program"]:
         # turn k's prompt = turn k-1's prompt + its output + the new input
-        assert prog["prompt_tokens"] == [100, 148, 186]
+        assert prog["prompt_tokens"] == [100, 170, 208]
         # Memory is plentiful: turn 1 reuses turn 0's prompt *and* its actual output ids (139 tokens known to
         # the cache -> 4 full blocks of 32); with made-up output ids only 3 blocks (96 tokens) would match.
         assert prog["cached_tokens"][1] >= 128, prog

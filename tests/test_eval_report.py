@@ -199,3 +199,17 @@ def test_bench_sim_without_simulator_says_so(tmp_path, capsys):
     rc, err = run_cli(["bench", "--mode", "sim", "--trace", str(good), "--jps", "1", "--out", str(tmp_path / "b")],
                       capsys)
     assert rc == 2 and "simulator is not available" in err
+
+
+def test_bench_sim_writes_the_same_report(tmp_path, capsys):
+    pytest.importorskip("eval.sim.run")
+    good = tmp_path / "good.jsonl"
+    write_trace(good, [prog([200, 50, 40], [20, 10, 10], pid=f"s{i}") for i in range(4)])
+    rc, err = run_cli(["bench", "--mode", "sim", "--trace", str(good), "--jps", "1,2", "--out", str(tmp_path / "b"),
+                       "--no-progress"], capsys)
+    assert rc == 0, err
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [(r["policy"], r["jps"], r["mode"]) for r in results] == [
+        ("vllm", 1.0, "sim"), ("vllm", 2.0, "sim"), ("continuum", 1.0, "sim"), ("continuum", 2.0, "sim")]
+    assert all(RESULT_KEYS <= r.keys() and r["completed"] == 4 for r in results)
+    assert (tmp_path / "b" / "report.md").exists() and (tmp_path / "b" / "jct_vs_jps.png").exists()
