@@ -199,8 +199,8 @@ def _run_bench(args: argparse.Namespace) -> int:
             hints=args.hints, request_timeout_s=args.request_timeout, vocab=args.vocab_range,
             block_size=args.block_size, num_gpu_blocks=args.num_gpu_blocks, max_model_len=args.max_model_len,
             server_args=args.server_args, continuum_args=args.continuum_args,
-            startup_timeout_s=args.startup_timeout, restart_each_run=args.restart_each_run, profile=args.profile, progress=args.progress,
-            plots=args.plots, trace=str(args.trace))
+            startup_timeout_s=args.startup_timeout, restart_each_run=args.restart_each_run, profile=args.profile,
+            progress=args.progress, plots=args.plots, trace=str(args.trace))
         run_bench(programs, cfg)
     except BenchError as exc:
         raise _BadInput(str(exc)) from None

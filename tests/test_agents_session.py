@@ -142,3 +142,12 @@ def test_async_sdk_and_openai_client(server):
         assert r.choices[0].text is not None
     assert programs(server)["sdk-openai"]["turns"] == 2
     assert sess.end() is True
+
+
+@pytest.mark.engine
+def test_reference_agent_runs_a_session(server, tmp_path):
+    from agents.shell_agent import run_agent
+
+    (tmp_path / "notes.txt").write_text("hello\n")
+    run = run_agent(server.base_url, "How many files are here?", workdir=tmp_path, max_turns=2, max_tokens=16)
+    assert 1 <= run.turns <= 2 and run.ended_on_server is True
