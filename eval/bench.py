@@ -200,10 +200,7 @@ def _live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]
 
 
 def _sim(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
-    try:
-        from eval.sim.run import simulate_result
-    except ImportError as exc:
-        raise BenchError(f"the simulator is not available (eval.sim.run.simulate_result: {exc})") from None
+    from eval.sim.run import simulate_result
     progs = [scale_program(p, cfg.token_scale, cfg.tool_scale) for p in programs]
     if cfg.max_context:
         progs = [fit_program(p, cfg.max_context) for p in progs]

@@ -187,22 +187,7 @@ def test_cli_rejects_bad_rates(tmp_path):
     assert p.returncode == 2 and "positive" in p.stderr
 
 
-def test_bench_sim_without_simulator_says_so(tmp_path, capsys):
-    try:
-        from eval.sim.run import simulate_result  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the simulator is installed")
-    good = tmp_path / "good.jsonl"
-    write_trace(good, [prog([10, 5], [3, 3])])
-    rc, err = run_cli(["bench", "--mode", "sim", "--trace", str(good), "--jps", "1", "--out", str(tmp_path / "b")],
-                      capsys)
-    assert rc == 2 and "simulator is not available" in err
-
-
 def test_bench_sim_writes_the_same_report(tmp_path, capsys):
-    pytest.importorskip("eval.sim.run")
     good = tmp_path / "good.jsonl"
     write_trace(good, [prog([200, 50, 40], [20, 10, 10], pid=f"s{i}") for i in range(4)])
     rc, err = run_cli(["bench", "--mode", "sim", "--trace", str(good), "--jps", "1,2", "--out", str(tmp_path / "b"),
