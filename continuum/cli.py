@@ -6,21 +6,8 @@ import argparse
 import sys
 
 from continuum import models
+from continuum.argtypes import fraction, non_negative_float
 from continuum.config import TTL_MODES, ContinuumConfig
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], not {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return value
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +18,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", choices=("vllm", "continuum"), default="continuum",
                    help="vllm = vLLM's own scheduler, untouched (the baseline)")
     p.add_argument("--ttl-mode", choices=TTL_MODES, default="model", help="how long finished turns stay pinned")
-    p.add_argument("--fixed-ttl", type=_non_negative, default=2.0, help="seconds, for --ttl-mode fixed")
-    p.add_argument("--pin-cap", type=_fraction, default=0.5, help="max fraction of KV blocks held by pins")
+    p.add_argument("--fixed-ttl", type=non_negative_float, default=2.0, help="seconds, for --ttl-mode fixed")
+    p.add_argument("--pin-cap", type=fraction, default=0.5, help="max fraction of KV blocks held by pins")
     p.add_argument("--port", type=int, default=8000)
 
 

@@ -9,45 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
+
+from continuum.argtypes import non_negative_float, positive_float, positive_int
 
 __all__ = ["add_eval_parsers", "run_eval", "main"]
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return v
-
-
 def _jps_list(text: str) -> list[float]:
-    rates = [_positive_float(x.strip()) for x in text.split(",") if x.strip()]
+    rates = [positive_float(x.strip()) for x in text.split(",") if x.strip()]
     if not rates:
         raise argparse.ArgumentTypeError("give at least one rate")
     return rates
@@ -67,17 +38,17 @@ def _vocab_range(text: str) -> tuple[int, int]:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", required=True, help="trace JSONL (see workloads/README.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals and synthetic token ids (default 0)")
-    p.add_argument("--limit", type=_positive_int, help="replay only the first N programs of the trace")
-    p.add_argument("--max-context", type=_positive_int,
+    p.add_argument("--limit", type=positive_int, help="replay only the first N programs of the trace")
+    p.add_argument("--max-context", type=positive_int,
                    help="fit each program into N tokens of context by scaling its token counts down "
                         "proportionally (default: the server's max_model_len)")
-    p.add_argument("--token-scale", type=_positive_float, default=1.0,
+    p.add_argument("--token-scale", type=positive_float, default=1.0,
                    help="multiply every turn's token counts by F before fitting (default 1)")
-    p.add_argument("--tool-scale", type=_non_negative_float, default=1.0,
+    p.add_argument("--tool-scale", type=non_negative_float, default=1.0,
                    help="multiply every tool time by F (default 1)")
     p.add_argument("--no-hints", dest="hints", action="store_false",
                    help="do not send the tool / is_last_step hints (session ids are always sent)")
-    p.add_argument("--request-timeout", type=_positive_float, default=300.0,
+    p.add_argument("--request-timeout", type=positive_float, default=300.0,
                    help="seconds before a request counts as failed (default 300)")
     p.add_argument("--vocab-range", type=_vocab_range, default=(1000, 30000), metavar="LO:HI",
                    help="synthetic prompt tokens are drawn from [LO, HI) (default 1000:30000)")
@@ -91,7 +62,7 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
                                           "tool time, send the next. Writes the result JSON.")
     _add_common(p)
     p.add_argument("--base-url", required=True, help="server address, e.g. http://127.0.0.1:8000")
-    p.add_argument("--jps", type=_positive_float,
+    p.add_argument("--jps", type=positive_float,
                    help="program arrival rate (Poisson, seeded); default: the trace's arrival_s")
     p.add_argument("--out", required=True, help="result JSON file")
     p.add_argument("--model", help="model name for requests (default: the server's first model)")
@@ -111,15 +82,15 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--jps", type=_jps_list, required=True, help="rates, e.g. 0.5 or 0.2,0.5,1")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--model", default=None, help="model to serve (default: the embedded smollm2-135m)")
-    b.add_argument("--block-size", type=_positive_int, default=32, help="KV block size (default 32)")
-    b.add_argument("--num-gpu-blocks", type=_positive_int,
+    b.add_argument("--block-size", type=positive_int, default=32, help="KV block size (default 32)")
+    b.add_argument("--num-gpu-blocks", type=positive_int,
                    help="KV pool size in blocks (--num-gpu-blocks-override), the memory agents compete for")
-    b.add_argument("--max-model-len", type=_positive_int, help="the servers' max model length")
+    b.add_argument("--max-model-len", type=positive_int, help="the servers' max model length")
     b.add_argument("--server-args", default="",
                    help="more vLLM flags for every server, one quoted string: --server-args='--foo 1'")
     b.add_argument("--continuum-args", default="",
                    help="flags for Continuum servers only, e.g. --continuum-args='--pin-cap 0.6'")
-    b.add_argument("--startup-timeout", type=_positive_float, default=900.0,
+    b.add_argument("--startup-timeout", type=positive_float, default=900.0,
                    help="seconds to wait for a server to be healthy (default 900)")
     b.add_argument("--restart-each-run", action="store_true",
                    help="a fresh server for every rate (default: one server per policy, prefix cache reset)")
