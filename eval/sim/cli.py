@@ -100,8 +100,8 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     q = subparsers.add_parser(
         "profile", help="measure the live CPU engine's step times and fit the simulator's `cpu` profile",
-        description="Runs vLLM's CPU engine in-process on an embedded model, times each engine step for a "
-                    "grid of prefill and decode batches, fits the step-time model and writes it as JSON.")
+        description="Drives `continuum serve` on an embedded model (or the in-process engine) with prefill and "
+                    "decode batches, fits the step-time model and the client overhead, writes them as JSON.")
     q.add_argument("--model", default="tiny", help="embedded model or path (default tiny)")
     q.add_argument("--out", default=None, help="profile JSON (default eval/sim/fitted/cpu.json)")
     q.add_argument("--block-size", type=_positive_int, default=32, help="KV block size of the engine (default 32)")
@@ -113,7 +113,10 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--repeats", type=_positive_int, default=3, help="repetitions of the grid (default 3)")
     q.add_argument("--quick", action="store_true", help="a small grid (for tests)")
     q.add_argument("--no-client", dest="client", action="store_false",
-                   help="skip measuring the HTTP client overhead through `continuum serve`")
+                   help="engine method: skip measuring the HTTP client overhead through `continuum serve`")
+    q.add_argument("--method", choices=("server", "engine"), default="server",
+                   help="server: drive `continuum serve` like the replay does (default); engine: time the "
+                        "in-process engine's steps exactly")
 
 
 def _load_programs(args: argparse.Namespace):
@@ -212,7 +215,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         path = profile_cpu(model=args.model, out=args.out, block_size=args.block_size, num_blocks=args.num_blocks,
                            max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                            max_num_batched_tokens=args.max_num_batched_tokens, repeats=args.repeats,
-                           quick=args.quick, client=args.client)
+                           quick=args.quick, client=args.client, method=args.method)
     except ProfileError as exc:
         raise _BadInput(str(exc)) from None
     print(f"profile: {path}")

@@ -1,24 +1,31 @@
 """`continuum profile`: measure the live CPU engine's step times and fit the simulator's ``cpu`` profile.
 
-vLLM's engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) on an embedded model, with the engine
-shape `continuum serve` gets on a CPU machine (block size, ``max_num_seqs`` 128, ``max_num_batched_tokens``
-2048, the same KV budget). Every engine step (schedule, model forward, update: ``EngineCore.step``) is timed,
-and the batch the scheduler chose for it is recorded as a `StepBatch`. The workload is a grid of
+Two ways to measure, both with the engine shape `continuum serve` gets on a CPU machine (block size,
+``max_num_seqs`` 128, ``max_num_batched_tokens`` 2048, the same KV budget):
 
-- single prefills of 16 .. 4,096 tokens (chunked past ``max_num_batched_tokens``),
-- decode batches of 1 .. 64 requests at contexts of 64 .. 2,048 tokens,
-- mixed steps: new prompts arriving while a batch decodes,
+``server`` (default): `continuum serve MODEL --policy vllm` is started and driven the way the live replay
+drives it (streaming ``/v1/completions`` with token-id prompts, ``ignore_eos``). On a small machine the API
+process (HTTP, streaming, detokenization) and the client share the cores with the engine and slow its steps
+down, so this is what a simulation that is compared with live runs must be fitted on. Observations:
 
-repeated ``repeats`` times (the first pass is a warm-up, dropped). `LinearCostModel.fit` then fits
-step = c0 + c_tok*tokens + c_seq*requests + c_samp*sampled + c_attn*causal pairs + c_kv*decode context
-(non-negative, relative error). The JSON records the coefficients, the fit error, the engine shape and the
-KV pool, the machine, and the raw points.
+- decode: B concurrent requests (B = 1 .. 64) with prompts of 64 .. 4,096 tokens and 32 output tokens; the
+  median gap between consecutive streamed tokens is one step of B requests decoding at context ~prompt + 16;
+- first token: one request of 4 .. 6,000 tokens (chunked past ``max_num_batched_tokens``) and one output
+  token; its TTFT is the client overhead plus the prefill steps.
 
-Client overhead: the live replay talks HTTP to a server whose API process shares this machine's cores. The
-time from an agent sending a turn to the engine having it, plus from the engine finishing to the agent seeing
-it, is measured by ``--client`` (default on): `continuum serve` is started with the same engine shape and
-small one-token requests are timed end to end; the overhead is their median latency minus the fitted step
-time of the same request. The simulator adds it to every turn.
+The fit (non-negative least squares on relative error) solves for the step model's coefficients and the
+client overhead together: a decode observation is one step, a TTFT observation is the overhead plus the sum of
+its chunks' steps.
+
+``engine``: vLLM's engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``); every
+``EngineCore.step`` (schedule, forward, update) is timed exactly, with the batch the scheduler chose, over a
+grid of prefills, decode batches and mixed steps (median over repetitions). No API process is involved, so
+this measures the engine alone (and the client overhead, when ``client`` is on, from one-token requests).
+
+Either way the step model is step = c0 + c_tok*tokens + c_seq*requests + c_samp*sampled + c_attn*causal
+pairs + c_kv*decode context. The JSON records the coefficients, the fit error, the client overhead, the engine
+shape and KV pool, the machine and its load, and the raw observations. Timings on a shared machine move with
+its load: re-fit on the machine and at the load where the live runs happen.
 
 A script that builds vLLM's engine must guard its entry point (``if __name__ == "__main__":``); this module
 does, and `profile_cpu` runs the measurement in a child process so the caller stays clean.
@@ -180,47 +187,198 @@ def client_overhead(model: str, engine_args: list[str], cost: LinearCostModel, s
     return max(0.0, lat[len(lat) // 2] - step)
 
 
+# -- through the server ------------------------------------------------------------------------------------------
+def _server_plan(quick: bool) -> tuple[list[tuple[int, int]], list[int]]:
+    """(batch, prompt) decode scenarios and first-token prompt lengths."""
+    batches = (1, 2, 4, 8, 16, 32, 64) if not quick else (1, 8, 32)
+    prompts = (64, 1024, 4096) if not quick else (128, 1024)
+    decode = [(b, n) for n in prompts for b in batches if b * n <= 65536]
+    ttft = [4, 64, 256, 1024, 2048, 4096, 6000] if not quick else [4, 512, 3000]
+    return decode, ttft
+
+
+async def _stream(client: Any, url: str, model: str, prompt: list[int], max_tokens: int) -> list[tuple[float, int]]:
+    """(arrival time, tokens in chunk) of each streamed chunk of one completion."""
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0.0,
+            "stream": True, "return_token_ids": True}
+    chunks: list[tuple[float, int]] = []
+    async with client.stream("POST", url + "/v1/completions", json=body) as r:
+        if r.status_code != 200:
+            raise ProfileError(f"server answered HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            for choice in chunk.get("choices") or []:
+                n = len(choice.get("token_ids") or []) or (1 if choice.get("text") else 0)
+                if n:
+                    chunks.append((time.perf_counter(), n))
+    return chunks
+
+
+def _features(batches: list[StepBatch]) -> list[float]:
+    from eval.sim.costmodel import features
+
+    rows = [features(b) for b in batches]
+    return [sum(col) for col in zip(*rows)]
+
+
+def _chunks(n: int, chunk: int) -> list[StepBatch]:
+    out, done = [], 0
+    while done < n:
+        q = min(chunk, n - done)
+        b = StepBatch()
+        b.add(q, done + q, done + q >= n)
+        out.append(b)
+        done += q
+    return out
+
+
+def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: int, repeats: int,
+                   quick: bool) -> list[dict]:
+    """Observations through `continuum serve`: each {kind, x (features + overhead), seconds}."""
+    import asyncio
+    import random
+
+    import httpx
+
+    from continuum.launch import ServerProcess
+
+    decode, ttft = _server_plan(quick)
+    rng = random.Random(0)
+    gen_out = 32
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(1000, 30000) for _ in range(n)]
+
+    async def drive(url: str) -> list[dict]:
+        obs: list[dict] = []
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=128)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+            await _stream(client, url, model, ids(16), 4)  # warm-up
+            for rep in range(repeats):
+                for n in ttft:
+                    t0 = time.perf_counter()
+                    chunks = await _stream(client, url, model, ids(n), 1)
+                    obs.append({"kind": f"ttft{n}", "x": _features(_chunks(n, max_num_batched_tokens)) + [1.0],
+                                "seconds": chunks[0][0] - t0, "rep": rep})
+                for b, n in decode:
+                    results = await asyncio.gather(*(_stream(client, url, model, ids(n), gen_out) for _ in range(b)))
+                    gaps: list[float] = []
+                    for chunks in results:
+                        for (t_prev, _), (t, k) in zip(chunks, chunks[1:]):
+                            gaps += [(t - t_prev) / k] * k
+                    if gaps:
+                        gaps.sort()
+                        batch = StepBatch.decode([n + gen_out // 2] * b)
+                        obs.append({"kind": f"decode{b}x{n}", "x": _features([batch]) + [0.0],
+                                    "seconds": gaps[len(gaps) // 2], "rep": rep})
+        return obs
+
+    import tempfile
+
+    log = Path(tempfile.gettempdir()) / "continuum-profile-serve.log"
+    with ServerProcess(model, ["--policy", "vllm", *engine_args], startup_timeout_s=900, log_path=log) as srv:
+        try:
+            return asyncio.run(drive(srv.base_url))
+        except (httpx.HTTPError, OSError) as exc:
+            raise ProfileError(f"request to the server failed: {type(exc).__name__}: {exc} (server log: {log})")
+
+
+def fit_server(obs: list[dict], meta: dict) -> tuple[LinearCostModel, float]:
+    """Step-model coefficients and the client overhead, fitted together (see the module docstring)."""
+    import numpy as np
+
+    from eval.sim.costmodel import nnls
+
+    if len({o["kind"] for o in obs}) < len(FEATURES) + 1:
+        raise ProfileError(f"too few distinct observations to fit ({len(obs)})")
+    # Median over repetitions of each observation kind first: robust to a shared machine's stalls.
+    kinds: dict[str, list[dict]] = {}
+    for o in obs:
+        kinds.setdefault(o["kind"], []).append(o)
+    xs, ys = [], []
+    for group in kinds.values():
+        secs = sorted(o["seconds"] for o in group)
+        xs.append(group[0]["x"])
+        ys.append(secs[len(secs) // 2])
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    w = 1.0 / np.maximum(y, 1e-6)
+    coef = nnls(x * w[:, None], y * w)
+    model = LinearCostModel(dict(zip(FEATURES, map(float, coef[:-1]))), dict(meta))
+    overhead = float(coef[-1])
+    pred = x @ coef
+    rel = np.abs(pred / y - 1)
+    model.meta.update({"fit_points": len(y), "fit_median_rel_err": float(np.median(rel)),
+                       "fit_p90_rel_err": float(np.quantile(rel, 0.9))})
+    return model, overhead
+
+
 def run(model: str, out: Path, block_size: int, num_blocks: int | None, max_model_len: int, max_num_seqs: int,
-        max_num_batched_tokens: int, repeats: int, quick: bool, client: bool) -> Path:
+        max_num_batched_tokens: int, repeats: int, quick: bool, client: bool, method: str = "server") -> Path:
     t0 = time.time()
-    m = measure(model, block_size, max_model_len, max_num_seqs, max_num_batched_tokens, repeats, quick)
-    cost = fit(m["points"], {"model": model})
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     engine_args = ["--block-size", str(block_size), "--max-model-len", str(max_model_len),
                    "--max-num-seqs", str(max_num_seqs), "--max-num-batched-tokens", str(max_num_batched_tokens),
                    "--enable-prefix-caching"]
-    overhead = client_overhead(model, engine_args, cost) if client else 0.0
+    extra: dict[str, Any] = {}
+    if method == "server":
+        obs = measure_server(model, engine_args, max_num_batched_tokens, repeats, quick)
+        cost, overhead = fit_server(obs, {"model": model, "method": method})
+        measured_blocks = None
+        extra["observations"] = [{"kind": o["kind"], "seconds": round(o["seconds"], 6)} for o in obs]
+    else:
+        m = measure(model, block_size, max_model_len, max_num_seqs, max_num_batched_tokens, repeats, quick)
+        cost = fit(m["points"], {"model": model, "method": method})
+        overhead = client_overhead(model, engine_args, cost) if client else 0.0
+        measured_blocks = m["num_blocks"]
+        extra["repeat_spread"] = m["max_over_min_median"]
+        extra["points"] = [[b.tokens, b.seqs, b.sampled, b.prefill_pairs, b.prefill_kv, b.decode_kv, round(s, 6)]
+                           for b, s in m["points"]]
+        extra["points_columns"] = ["tokens", "seqs", "sampled", "prefill_pairs", "prefill_kv", "decode_kv",
+                                   "seconds"]
+    if not (num_blocks or measured_blocks):
+        # vLLM's CPU KV budget of `continuum serve` divided by this model's bytes per block.
+        num_blocks = _blocks_for_budget(model, block_size)
     data = {
-        "name": "cpu", "model": model, "created": time.strftime("%Y-%m-%d"),
+        "name": "cpu", "model": model, "method": method, "created": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
-        "engine": {"block_size": block_size, "num_blocks": num_blocks or m["num_blocks"],
-                   "measured_num_blocks": m["num_blocks"], "max_model_len": max_model_len,
-                   "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens},
+                    "python": platform.python_version(), "load_average_at_start": load},
+        "engine": {"block_size": block_size, "num_blocks": num_blocks or measured_blocks,
+                   "max_model_len": max_model_len, "max_num_seqs": max_num_seqs,
+                   "max_num_batched_tokens": max_num_batched_tokens},
         "coef": cost.describe()["coef"],
         "fit_points": cost.meta["fit_points"], "fit_median_rel_err": cost.meta["fit_median_rel_err"],
         "fit_p90_rel_err": cost.meta["fit_p90_rel_err"],
         "client_overhead_s": overhead,
         "measure_wall_s": round(time.time() - t0, 1),
-        "repeat_spread": m["max_over_min_median"],
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "points": [[b.tokens, b.seqs, b.sampled, b.prefill_pairs, b.prefill_kv, b.decode_kv, round(s, 6)]
-                   for b, s in m["points"]],
-        "points_columns": ["tokens", "seqs", "sampled", "prefill_pairs", "prefill_kv", "decode_kv", "seconds"],
+        **extra,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     return out
 
 
+def _blocks_for_budget(model: str, block_size: int) -> int:
+    from continuum import models
+
+    cfg = json.loads((Path(models.resolve(model)) / "config.json").read_text())
+    head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    dtype = 4 if model == "smollm2-135m" else 2  # `continuum serve` runs smollm2-135m in float32
+    per_block = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head * dtype * block_size
+    return CPU_KV_BYTES // per_block
+
+
 def profile_cpu(model: str = "tiny", out: str | Path | None = None, block_size: int = 32,
                 num_blocks: int | None = None, max_model_len: int = 8192, max_num_seqs: int = 128,
                 max_num_batched_tokens: int = 2048, repeats: int = 3, quick: bool = False,
-                client: bool = True) -> Path:
+                client: bool = True, method: str = "server") -> Path:
     """Measure and fit in a child process (vLLM's engine wants a guarded main); returns the JSON path."""
     path = Path(out) if out else FITTED_DIR / "cpu.json"
     cmd = [sys.executable, "-m", "eval.sim.profile_cpu", "--model", model, "--out", str(path),
            "--block-size", str(block_size), "--max-model-len", str(max_model_len), "--max-num-seqs",
-           str(max_num_seqs), "--max-num-batched-tokens", str(max_num_batched_tokens), "--repeats", str(repeats)]
+           str(max_num_seqs), "--max-num-batched-tokens", str(max_num_batched_tokens), "--repeats", str(repeats),
+           "--method", method]
     if num_blocks:
         cmd += ["--num-blocks", str(num_blocks)]
     if quick:
@@ -247,9 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-client", dest="client", action="store_false")
+    p.add_argument("--method", choices=("server", "engine"), default="server")
     a = p.parse_args(argv)
     path = run(a.model, Path(a.out), a.block_size, a.num_blocks, a.max_model_len, a.max_num_seqs,
-               a.max_num_batched_tokens, a.repeats, a.quick, a.client)
+               a.max_num_batched_tokens, a.repeats, a.quick, a.client, a.method)
     data = json.loads(path.read_text())
     print(json.dumps({k: data[k] for k in ("coef", "fit_points", "fit_median_rel_err", "fit_p90_rel_err",
                                             "client_overhead_s", "engine")}, indent=1))

@@ -1,0 +1,118 @@
+"""Fidelity check: the same trace, policy and seed, live on the CPU engine and in the simulator's ``cpu`` profile.
+
+    python -m eval.sim.fidelity --trace swe.jsonl --limit 40 --token-scale 0.25 --jps 0.5,2 \\
+        --policies vllm,continuum --out runs/fidelity
+
+For each policy, `continuum serve MODEL` is started with the engine shape the profile was fitted on (block size,
+max model length, max_num_seqs, max_num_batched_tokens, and ``--num-gpu-blocks-override`` when ``--num-blocks``
+is given); `eval.replay` replays the trace at each rate, then `simulate_result` runs the same programs (same
+scaling, fitting, arrivals and token ids) on the ``cpu`` profile with the same KV pool and the server's
+Continuum settings (kvttl's default reload-cost model, as `continuum serve` has it). Writes ``live.json``,
+``sim.json`` and ``fidelity.md`` (mean / p95 JCT, TTFT and makespan side by side, and the relative error of
+the mean JCT, which should be within 15%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from eval.sim.profiles import get_profile
+
+SERVE_POLICY = {"vllm": ("vllm", []), "continuum": ("continuum", ["--ttl-mode", "model"]),
+                "fixed": ("continuum", ["--ttl-mode", "fixed"]), "preserve": ("continuum", ["--ttl-mode", "preserve"])}
+
+
+def engine_flags(profile: Any, num_blocks: int | None) -> list[str]:
+    flags = ["--block-size", str(profile.block_size), "--max-model-len", str(profile.max_model_len),
+             "--max-num-seqs", str(profile.max_num_seqs), "--max-num-batched-tokens",
+             str(profile.max_num_batched_tokens), "--enable-prefix-caching", "--enable-prompt-tokens-details"]
+    if num_blocks:
+        flags += ["--num-gpu-blocks-override", str(num_blocks)]
+    return flags
+
+
+def table(live: list[dict], sim: list[dict]) -> str:
+    lines = ["| policy | JPS | live mean JCT (s) | sim mean JCT (s) | error | live p95 | sim p95 | live TTFT | "
+             "sim TTFT | live makespan | sim makespan | live hits | sim hits |",
+             "|" + "---|" * 13]
+    for lv, sm in zip(live, sim):
+        err = sm["jct_s"]["mean"] / lv["jct_s"]["mean"] - 1 if lv["jct_s"]["mean"] else float("nan")
+        lines.append(
+            f"| {lv['policy']} | {lv['jps']:g} | {lv['jct_s']['mean']:.2f} | {sm['jct_s']['mean']:.2f} | {err:+.1%} "
+            f"| {lv['jct_s']['p95']:.2f} | {sm['jct_s']['p95']:.2f} | {lv['ttft_s']['mean']:.3f} "
+            f"| {sm['ttft_s']['mean']:.3f} | {lv['makespan_s']:.1f} | {sm['makespan_s']:.1f} "
+            f"| {100 * lv['prefix_hit_rate']:.1f}% | {100 * sm['prefix_hit_rate']:.1f}% |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from continuum.launch import ServerProcess
+    from eval.bench import reset_prefix_cache
+    from eval.replay import ReplayOptions, replay_sync, scale_program
+    from eval.sim.run import simulate_result
+    from workloads import read_trace
+
+    p = argparse.ArgumentParser(prog="python -m eval.sim.fidelity")
+    p.add_argument("--trace", required=True)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--token-scale", type=float, default=1.0)
+    p.add_argument("--jps", default="0.5")
+    p.add_argument("--policies", default="vllm,continuum")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--model", default=None, help="default: the model the profile was fitted on")
+    p.add_argument("--num-blocks", type=int, help="KV pool for both sides (default: the server's own)")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+
+    prof = get_profile(a.profile)
+    if a.num_blocks:
+        prof.num_blocks = a.num_blocks
+    model = a.model or prof.cost.meta.get("model", "tiny")
+    programs = read_trace(a.trace)
+    programs = programs[: a.limit] if a.limit else programs
+    rates = [float(x) for x in a.jps.split(",") if x.strip()]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    live: list[dict] = []
+    sim: list[dict] = []
+    for pol in [x.strip() for x in a.policies.split(",") if x.strip()]:
+        serve_policy, extra = SERVE_POLICY[pol]
+        args = ["--policy", serve_policy, *extra, *engine_flags(prof, a.num_blocks)]
+        print(f"[fidelity] continuum serve {model} {' '.join(args)}", file=sys.stderr, flush=True)
+        with ServerProcess(model, args, log_path=out / f"serve-{pol}.log", startup_timeout_s=900) as srv:
+            for i, jps in enumerate(rates):
+                reset_prefix_cache(srv.base_url)
+                opts = ReplayOptions(base_url=srv.base_url, jps=jps, seed=a.seed, token_scale=a.token_scale,
+                                     progress=False, policy=pol, session_prefix=f"r{i}-",
+                                     meta={"trace": a.trace})
+                t0 = time.time()
+                r = replay_sync(programs, opts)
+                print(f"[fidelity] live {pol} jps={jps}: mean JCT {r['jct_s']['mean']:.2f} s "
+                      f"({r['completed']}/{r['programs']}, {time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+                live.append(r)
+        scaled = [scale_program(x, a.token_scale) for x in programs]
+        for jps in rates:
+            s = simulate_result(scaled, pol, prof, jps, a.seed, progress=False,
+                                policy_overrides={"reload_cost": None},
+                                meta={"trace": a.trace, "token_scale": a.token_scale})
+            print(f"[fidelity] sim  {pol} jps={jps}: mean JCT {s['jct_s']['mean']:.2f} s", file=sys.stderr,
+                  flush=True)
+            sim.append(s)
+    (out / "live.json").write_text(json.dumps(live, indent=2) + "\n")
+    (out / "sim.json").write_text(json.dumps(sim, indent=2) + "\n")
+    text = (f"# Fidelity: live CPU engine vs simulator (`{a.profile}` profile)\n\n"
+            f"Trace {a.trace} (first {len(programs)} programs, token scale {a.token_scale}), seed {a.seed}, "
+            f"model {model}, KV pool {prof.num_blocks} blocks of {prof.block_size}.\n\n" + table(live, sim) + "\n")
+    (out / "fidelity.md").write_text(text)
+    print(table(live, sim))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
