@@ -21,7 +21,7 @@ Definitions (all times in seconds, on the client's monotonic clock, relative to 
 - ``slowdown`` needs each program's JCT alone on an idle engine: the simulator knows it; live runs omit it.
 
 Extra keys beyond DESIGN.md: ``per_program`` (id, arrival, JCT, turns, failure, per-turn prompt and cached
-tokens) so that reports can draw CDFs,
+tokens and latency, send to last token) so that reports can draw CDFs and live and simulated runs compare turn by turn,
 ``output_tok_s``, ``turns``, ``errors`` (the first few failure messages) and ``meta`` (run settings).
 """
 
@@ -143,6 +143,7 @@ def summarize(records: Sequence[ProgramRecord], *, policy: str, jps: float | Non
              "turns": r.num_turns, "turns_done": sum(t.ok for t in r.turns), "failed": not r.completed,
              "prompt_tokens": [t.prompt_tokens for t in r.turns if t.ok],
              "cached_tokens": [t.cached_tokens for t in r.turns if t.ok],
+             "latency_s": [round(t.latency_s or 0.0, 6) for t in r.turns if t.ok],
              **({"error": r.error} if r.error else {})}
             for r in records
         ],

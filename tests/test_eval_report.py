@@ -51,6 +51,8 @@ def test_summarize_follows_the_result_contract():
                                          "peak_blocks"), 0)
     assert res["sched_step_ms"] == {"mean": 1.5, "p99": 3.0}
     assert res["errors"] == [] and res["per_program"][2]["failed"] is True
+    assert res["per_program"][0]["latency_s"] == [pytest.approx(0.5), pytest.approx(0.5)]  # sent to last token
+    assert len(res["per_program"][2]["latency_s"]) == 1
     json.dumps(res)  # serializable
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eval.sim.costmodel import LinearCostModel, StepBatch
-from eval.sim.profile_cpu import ProfileError, _grid, fit
+from eval.sim.profile_cpu import ProfileError, _chunks, _features, _grid, _server_plan, fit, fit_server
 
 
 def test_grid_covers_prefill_decode_and_mixed_batches():
@@ -33,3 +33,25 @@ def test_fit_recovers_a_known_engine_and_refuses_too_few_points():
         assert model.step_time(b) == pytest.approx(s, rel=1e-6)
     with pytest.raises(ProfileError):
         fit(points[:5], {})
+
+
+def test_server_fit_recovers_steps_and_client_overhead_and_skips_stalled_decodes():
+    truth = LinearCostModel({"const": 0.002, "tokens": 2e-5, "seqs": 1.5e-3, "prefill_pairs": 5e-9})
+    overhead = 0.005
+    decode, ttft = _server_plan(quick=False)
+    obs = []
+    for n in ttft:
+        chunks = _chunks(n, 2048)
+        obs.append({"kind": f"ttft{n}", "x": _features(chunks) + [1.0],
+                    "seconds": overhead + sum(truth.step_time(c) for c in chunks)})
+    for b, n in decode:
+        batch = StepBatch.decode([n + 64] * b)
+        for seconds in (truth.step_time(batch), 0.0, 0.0):  # two stalled repetitions
+            obs.append({"kind": f"decode{b}x{n}", "x": _features([batch]) + [0.0], "seconds": seconds})
+    model, fitted_overhead = fit_server(obs, {"model": "test"})
+    assert fitted_overhead == pytest.approx(overhead, rel=1e-3)
+    assert model.meta["fit_median_rel_err"] < 1e-3
+    for name in ("const", "tokens", "seqs", "prefill_pairs"):
+        assert model.describe()["coef"][name] == pytest.approx(truth.describe()["coef"][name], rel=1e-2)
+    with pytest.raises(ProfileError):
+        fit_server(obs[:3], {})

@@ -13,53 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
+
+from continuum.argtypes import fraction, non_negative_float, positive_float, positive_int
 
 __all__ = ["add_sim_parsers", "run_sim", "main"]
 
 
 class _BadInput(ValueError):
     pass
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    v = _non_negative_float(text)
-    if v > 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], not {text}")
-    return v
 
 
 def _csv(text: str) -> list[str]:
@@ -85,17 +49,17 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jps", type=_csv, help="program arrival rate(s), Poisson, seeded; default: the trace's arrival_s")
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals and synthetic token ids (default 0)")
     p.add_argument("--out", help="result JSON file")
-    p.add_argument("--limit", type=_positive_int, help="simulate only the first N programs of the trace")
-    p.add_argument("--max-context", type=_positive_int,
+    p.add_argument("--limit", type=positive_int, help="simulate only the first N programs of the trace")
+    p.add_argument("--max-context", type=positive_int,
                    help="fit each program into N tokens of context (as `continuum replay --max-context`)")
-    p.add_argument("--token-scale", type=_positive_float, default=1.0,
+    p.add_argument("--token-scale", type=positive_float, default=1.0,
                    help="multiply every turn's token counts by F (as `continuum replay --token-scale`)")
-    p.add_argument("--tool-scale", type=_non_negative_float, default=1.0, help="multiply every tool time by F")
-    p.add_argument("--num-blocks", type=_positive_int, help="override the profile's KV pool size (blocks)")
-    p.add_argument("--block-size", type=_positive_int, help="override the profile's KV block size")
-    p.add_argument("--max-model-len", type=_positive_int, help="override the profile's max model length")
-    p.add_argument("--pin-cap", type=_fraction, help="Continuum policies: max fraction of KV blocks held by pins")
-    p.add_argument("--fixed-ttl", type=_non_negative_float, help="policy fixed: the TTL in seconds")
+    p.add_argument("--tool-scale", type=non_negative_float, default=1.0, help="multiply every tool time by F")
+    p.add_argument("--num-blocks", type=positive_int, help="override the profile's KV pool size (blocks)")
+    p.add_argument("--block-size", type=positive_int, help="override the profile's KV block size")
+    p.add_argument("--max-model-len", type=positive_int, help="override the profile's max model length")
+    p.add_argument("--pin-cap", type=fraction, help="Continuum policies: max fraction of KV blocks held by pins")
+    p.add_argument("--fixed-ttl", type=non_negative_float, help="policy fixed: the TTL in seconds")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     q = subparsers.add_parser(
@@ -104,13 +68,13 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "decode batches, fits the step-time model and the client overhead, writes them as JSON.")
     q.add_argument("--model", default="tiny", help="embedded model or path (default tiny)")
     q.add_argument("--out", default=None, help="profile JSON (default eval/sim/fitted/cpu.json)")
-    q.add_argument("--block-size", type=_positive_int, default=32, help="KV block size of the engine (default 32)")
-    q.add_argument("--num-blocks", type=_positive_int, default=None,
+    q.add_argument("--block-size", type=positive_int, default=32, help="KV block size of the engine (default 32)")
+    q.add_argument("--num-blocks", type=positive_int, default=None,
                    help="KV pool the simulated engine gets (default: what the live engine allocates)")
-    q.add_argument("--max-model-len", type=_positive_int, default=8192)
-    q.add_argument("--max-num-seqs", type=_positive_int, default=128)
-    q.add_argument("--max-num-batched-tokens", type=_positive_int, default=2048)
-    q.add_argument("--repeats", type=_positive_int, default=3, help="repetitions of the grid (default 3)")
+    q.add_argument("--max-model-len", type=positive_int, default=8192)
+    q.add_argument("--max-num-seqs", type=positive_int, default=128)
+    q.add_argument("--max-num-batched-tokens", type=positive_int, default=2048)
+    q.add_argument("--repeats", type=positive_int, default=3, help="repetitions of the grid (default 3)")
     q.add_argument("--quick", action="store_true", help="a small grid (for tests)")
     q.add_argument("--no-client", dest="client", action="store_false",
                    help="engine method: skip measuring the HTTP client overhead through `continuum serve`")
@@ -167,7 +131,7 @@ def _run_sim(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise _BadInput(f"--policy: {exc}") from None
     try:
-        rates = [_positive_float(x) for x in args.jps] if args.jps else [None]
+        rates = [positive_float(x) for x in args.jps] if args.jps else [None]
     except argparse.ArgumentTypeError as exc:
         raise _BadInput(f"--jps: {exc}") from None
     prof = _profile(args)

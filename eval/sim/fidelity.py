@@ -1,13 +1,17 @@
 """Fidelity check: the same trace, policy and seed, live on the CPU engine and in the simulator's ``cpu`` profile.
 
-    python -m eval.sim.fidelity --trace swe.jsonl --limit 40 --token-scale 0.25 --jps 0.5,2 \\
+    python -m eval.sim.fidelity --trace swe.jsonl --limit 40 --token-scale 0.25 --jps 0.5,1,2 \\
         --policies vllm,continuum --out runs/fidelity
+
+Fit the profile first, on the same machine and at the same load: `continuum profile`, then
+`python -m eval.sim.replay_fit` on other programs of the trace (``--offset 40``), so this check is out of sample.
 
 For each policy, `continuum serve MODEL` is started with the engine shape the profile was fitted on (block size,
 max model length, max_num_seqs, max_num_batched_tokens, and ``--num-gpu-blocks-override`` when ``--num-blocks``
 is given); `eval.replay` replays the trace at each rate, then `simulate_result` runs the same programs (same
 scaling, fitting, arrivals and token ids) on the ``cpu`` profile with the same KV pool and the server's
-Continuum settings (kvttl's default reload-cost model, as `continuum serve` has it). Writes ``live.json``,
+Continuum settings (kvttl's default reload-cost model, as `continuum serve` has it). Each rate starts with an
+empty prefix cache on both sides (the server runs with ``VLLM_SERVER_DEV_MODE=1`` for that). Writes ``live.json``,
 ``sim.json`` and ``fidelity.md`` (mean / p95 JCT, TTFT and makespan side by side, and the relative error of
 the mean JCT, which should be within 15%).
 """
@@ -52,7 +56,7 @@ def table(live: list[dict], sim: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from continuum.launch import ServerProcess
-    from eval.bench import reset_prefix_cache
+    from eval.bench import DEV_MODE_ENV, _env, reset_prefix_cache
     from eval.replay import ReplayOptions, replay_sync, scale_program
     from eval.sim.run import simulate_result
     from workloads import read_trace
@@ -85,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         serve_policy, extra = SERVE_POLICY[pol]
         args = ["--policy", serve_policy, *extra, *engine_flags(prof, a.num_blocks)]
         print(f"[fidelity] continuum serve {model} {' '.join(args)}", file=sys.stderr, flush=True)
-        with ServerProcess(model, args, log_path=out / f"serve-{pol}.log", startup_timeout_s=900) as srv:
+        srv = ServerProcess(model, args, log_path=out / f"serve-{pol}.log", startup_timeout_s=900)
+        with _env(DEV_MODE_ENV, "1"):  # serves /reset_prefix_cache: each rate starts cold, as in the simulator
+            srv.start()
+        try:
             for i, jps in enumerate(rates):
-                reset_prefix_cache(srv.base_url)
+                if not reset_prefix_cache(srv.base_url):
+                    raise SystemExit(f"fidelity: the server at {srv.base_url} did not reset its prefix cache")
                 opts = ReplayOptions(base_url=srv.base_url, jps=jps, seed=a.seed, token_scale=a.token_scale,
                                      progress=False, policy=pol, session_prefix=f"r{i}-",
                                      meta={"trace": a.trace})
@@ -96,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[fidelity] live {pol} jps={jps}: mean JCT {r['jct_s']['mean']:.2f} s "
                       f"({r['completed']}/{r['programs']}, {time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
                 live.append(r)
+        finally:
+            srv.stop()
         scaled = [scale_program(x, a.token_scale) for x in programs]
         for jps in rates:
             s = simulate_result(scaled, pol, prof, jps, a.seed, progress=False,

@@ -8,8 +8,11 @@ drives it (streaming ``/v1/completions`` with token-id prompts, ``ignore_eos``).
 process (HTTP, streaming, detokenization) and the client share the cores with the engine and slow its steps
 down, so this is what a simulation that is compared with live runs must be fitted on. Observations:
 
-- decode: B concurrent requests (B = 1 .. 64) with prompts of 64 .. 4,096 tokens and 32 output tokens; the
-  median gap between consecutive streamed tokens is one step of B requests decoding at context ~prompt + 16;
+- decode: B concurrent requests (B = 1 .. 64) with prompts of 64 .. 2,048 tokens, run twice: once with 32
+  output tokens past the last prefill, once with 128 more; the difference of the two completion times over 128
+  is one step of B requests decoding, as the client sees it (the API process's work per streamed token
+  included). (Gaps between streamed chunks are no use: on a busy machine several
+  chunks reach the client in one read.)
 - first token: one request of 4 .. 6,000 tokens (chunked past ``max_num_batched_tokens``) and one output
   token; its TTFT is the client overhead plus the prefill steps.
 
@@ -46,6 +49,7 @@ from eval.sim.costmodel import FEATURES, LinearCostModel, StepBatch
 
 FITTED_DIR = Path(__file__).resolve().parent / "fitted"
 CPU_KV_BYTES = 2 * 1024**3  # what `continuum serve` reserves for KV on a CPU machine
+DECODE_EXTRA = 128  # output tokens by which the two runs of a decode observation differ
 
 
 class ProfileError(RuntimeError):
@@ -191,7 +195,9 @@ def client_overhead(model: str, engine_args: list[str], cost: LinearCostModel, s
 def _server_plan(quick: bool) -> tuple[list[tuple[int, int]], list[int]]:
     """(batch, prompt) decode scenarios and first-token prompt lengths."""
     batches = (1, 2, 4, 8, 16, 32, 64) if not quick else (1, 8, 32)
-    prompts = (64, 1024, 4096) if not quick else (128, 1024)
+    # Decode contexts where agent turns live (the fidelity trace's prompts are 0.2k to 3k tokens). Past ~4k the
+    # streamed-token cost behaves differently (the API process falls behind and merges tokens into chunks).
+    prompts = (64, 512, 2048) if not quick else (128, 1024)
     decode = [(b, n) for n in prompts for b in batches if b * n <= 65536]
     ttft = [4, 64, 256, 1024, 2048, 4096, 6000] if not quick else [4, 512, 3000]
     return decode, ttft
@@ -263,16 +269,19 @@ def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: i
                     obs.append({"kind": f"ttft{n}", "x": _features(_chunks(n, max_num_batched_tokens)) + [1.0],
                                 "seconds": chunks[0][0] - t0, "rep": rep})
                 for b, n in decode:
-                    results = await asyncio.gather(*(_stream(client, url, model, ids(n), gen_out) for _ in range(b)))
-                    gaps: list[float] = []
-                    for chunks in results:
-                        for (t_prev, _), (t, k) in zip(chunks, chunks[1:]):
-                            gaps += [(t - t_prev) / k] * k
-                    if gaps:
-                        gaps.sort()
-                        batch = StepBatch.decode([n + gen_out // 2] * b)
-                        obs.append({"kind": f"decode{b}x{n}", "x": _features([batch]) + [0.0],
-                                    "seconds": gaps[len(gaps) // 2], "rep": rep})
+                    # Two runs that differ only in DECODE_EXTRA more output tokens: the difference of their
+                    # completion times is that many steps of B requests decoding, as the client sees them (prefill,
+                    # queueing and client time cancel out).
+                    base = gen_out + -(-b * n // max_num_batched_tokens)
+                    ends = []
+                    for out in (base, base + DECODE_EXTRA):
+                        t0 = time.perf_counter()
+                        results = await asyncio.gather(*(_stream(client, url, model, ids(n), out)
+                                                         for _ in range(b)))
+                        ends.append(max(c[-1][0] for c in results) - t0)
+                    batch = StepBatch.decode([n + base + DECODE_EXTRA // 2] * b)
+                    obs.append({"kind": f"decode{b}x{n}", "x": _features([batch]) + [0.0],
+                                "seconds": max(ends[1] - ends[0], 0.0) / DECODE_EXTRA, "rep": rep})
         return obs
 
     import tempfile
@@ -293,15 +302,18 @@ def fit_server(obs: list[dict], meta: dict) -> tuple[LinearCostModel, float]:
 
     if len({o["kind"] for o in obs}) < len(FEATURES) + 1:
         raise ProfileError(f"too few distinct observations to fit ({len(obs)})")
-    # Median over repetitions of each observation kind first: robust to a shared machine's stalls.
+    # Mean over the repetitions of each observation kind: with many concurrent streams the API process sometimes
+    # keeps up with the engine token by token and sometimes merges several tokens into one chunk, and a replay
+    # sees both.
+    # A decode difference <= 0 is a stall in the shorter run, not a measurement: left out.
     kinds: dict[str, list[dict]] = {}
     for o in obs:
-        kinds.setdefault(o["kind"], []).append(o)
+        if o["seconds"] > 0:
+            kinds.setdefault(o["kind"], []).append(o)
     xs, ys = [], []
     for group in kinds.values():
-        secs = sorted(o["seconds"] for o in group)
         xs.append(group[0]["x"])
-        ys.append(secs[len(secs) // 2])
+        ys.append(sum(o["seconds"] for o in group) / len(group))
     x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     w = 1.0 / np.maximum(y, 1e-6)
     coef = nnls(x * w[:, None], y * w)
