@@ -24,6 +24,8 @@ class ContinuumConfig:
     # Pinned blocks may use at most this fraction of the KV pool, so pins never starve new work outright.
     pin_cap: float = 0.5
     ordering: str = "program-fcfs"
+    # A program with no turn for this long (and no end call) is ended: its pin released, its state dropped.
+    idle_end_s: float = 600.0
     # Address of the engine-side control channel (stats, session end); empty disables it.
     control_addr: str = ""
     # Prefill cost model coefficients (seconds = a + b*tokens + c*tokens^2); None keeps kvttl's defaults.
@@ -37,6 +39,8 @@ class ContinuumConfig:
             raise ValueError(f"ordering must be one of {', '.join(ORDERINGS)}, not {self.ordering!r}")
         if not 0.0 <= self.pin_cap <= 1.0:
             raise ValueError(f"pin_cap must be a fraction in [0, 1], not {self.pin_cap}")
+        if self.idle_end_s <= 0:
+            raise ValueError(f"idle_end_s must be > 0, not {self.idle_end_s}")
         if self.fixed_ttl_s < 0:
             raise ValueError(f"fixed_ttl_s must be >= 0, not {self.fixed_ttl_s}")
 

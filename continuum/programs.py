@@ -68,6 +68,13 @@ class ProgramRegistry:
         prog.turns += 1
         return prog
 
+    def idle(self, now: float, idle_s: float) -> list[Program]:
+        """Programs that never said they ended and have had nothing in flight for ``idle_s`` seconds: clients
+        that went away. Their state would otherwise stay in the registry for the life of the server."""
+        return [p for p in self._programs.values()
+                if not p.ended and not p.running
+                and now - (p.last_finish if p.last_finish is not None else p.first_arrival) > idle_s]
+
     def end(self, program_id: str, now: float) -> Program | None:
         prog = self._programs.get(program_id)
         if prog is None or prog.ended:

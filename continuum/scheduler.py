@@ -65,6 +65,7 @@ class ContinuumMixin:
         self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)))
         self.miss_waits: dict[str, float] = {}  # request id -> arrival, for turns that lost their KV
         self.step_times: list[float] = []
+        self.next_idle_check = 0.0
         # Preemption picks max(priority, arrival): we set priority to the program's arrival rank.
         self.policy = SchedulingPolicy.PRIORITY
         self.waiting = ProgramQueue(ordering_key(cfg.ordering, self))
@@ -115,6 +116,7 @@ class ContinuumMixin:
         with self.lock:
             t0 = time.perf_counter()
             self.pins.expire(self.clock())
+            self._end_idle_programs()
             self.waiting.resort()
             out = super().schedule(*args, **kwargs)
             self._after_admission(out)
@@ -221,6 +223,14 @@ class ContinuumMixin:
         if not prog.ended:
             self.ttl.observe_program_end(prog.finished_turns)
             self.programs.end(prog.program_id, self.clock())
+
+    def _end_idle_programs(self) -> None:
+        now = self.clock()
+        if now < self.next_idle_check:  # a scan of the registry at most once a second
+            return
+        self.next_idle_check = now + 1.0
+        for prog in self.programs.idle(now, self.continuum.idle_end_s):
+            self._end(prog)
 
     def end_program(self, program_id: str) -> dict:
         with self.lock:

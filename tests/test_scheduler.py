@@ -193,3 +193,20 @@ def test_reset_prefix_cache_releases_pins():
     assert s.pins.pinned_blocks > 0
     assert s.reset_prefix_cache()
     assert s.pins.pinned_blocks == 0 and all_refs_zero(s)
+
+
+def test_a_program_that_goes_quiet_is_ended_and_its_pin_released():
+    clock = Clock()
+    s = make("continuum", clock=clock, ttl_mode="preserve", idle_end_s=60.0)
+    s.add_request(make_request("q1", tokens(7000, 100), 8, session_id="quiet"))
+    s.add_request(make_request("b1", tokens(9000, 100), 8, session_id="busy"))
+    drain(s, clock)
+    assert "quiet" in s.pins and not s.programs.get("quiet").ended
+    clock.now += 30.0
+    s.add_request(make_request("b2", tokens(9000, 100) + [1000] * 8 + tokens(9500, 16), 8, session_id="busy"))
+    drain(s, clock)
+    assert not s.programs.get("quiet").ended  # 30 s of tool time is not abandonment
+    clock.now += 45.0  # quiet: 75 s idle; busy: 45 s
+    s.schedule()
+    assert s.programs.get("quiet").ended and "quiet" not in s.pins
+    assert not s.programs.get("busy").ended and "busy" in s.pins
