@@ -21,8 +21,8 @@ Definitions (all times in seconds, on the client's monotonic clock, relative to 
 - ``slowdown`` needs each program's JCT alone on an idle engine: the simulator knows it; live runs omit it.
 
 Extra keys beyond DESIGN.md: ``per_program`` (id, arrival, JCT, turns, failure, per-turn prompt and cached
-tokens and latency, send to last token) so that reports can draw CDFs and live and simulated runs compare turn by turn,
-``output_tok_s``, ``turns``, ``errors`` (the first few failure messages) and ``meta`` (run settings).
+tokens and latency from send to last token) so that reports can draw CDFs and live and simulated runs compare
+turn by turn, ``output_tok_s``, ``turns``, ``errors`` (the first few failure messages) and ``meta`` (run settings).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ down, so this is what a simulation that is compared with live runs must be fitte
 - decode: B concurrent requests (B = 1 .. 64) with prompts of 64 .. 2,048 tokens, run twice: once with 32
   output tokens past the last prefill, once with 128 more; the difference of the two completion times over 128
   is one step of B requests decoding, as the client sees it (the API process's work per streamed token
-  included). (Gaps between streamed chunks are no use: on a busy machine several
-  chunks reach the client in one read.)
+  included). Gaps between streamed chunks are no use: on a busy machine several chunks reach the client in
+  one read.
 - first token: one request of 4 .. 6,000 tokens (chunked past ``max_num_batched_tokens``) and one output
   token; its TTFT is the client overhead plus the prefill steps.
 
@@ -304,8 +304,7 @@ def fit_server(obs: list[dict], meta: dict) -> tuple[LinearCostModel, float]:
         raise ProfileError(f"too few distinct observations to fit ({len(obs)})")
     # Mean over the repetitions of each observation kind: with many concurrent streams the API process sometimes
     # keeps up with the engine token by token and sometimes merges several tokens into one chunk, and a replay
-    # sees both.
-    # A decode difference <= 0 is a stall in the shorter run, not a measurement: left out.
+    # sees both. A decode difference <= 0 is a stall in the shorter run, not a measurement: left out.
     kinds: dict[str, list[dict]] = {}
     for o in obs:
         if o["seconds"] > 0:
