@@ -109,7 +109,8 @@ def policy_args(policy: str, cfg: BenchConfig) -> tuple[str, list[str]]:
 
 
 @contextlib.contextmanager
-def _env(key: str, value: str) -> Iterator[None]:
+def env_set(key: str, value: str) -> Iterator[None]:
+    """``os.environ[key] = value`` for the block (a server started inside inherits it), then restored."""
     old = os.environ.get(key)
     os.environ[key] = value
     try:
@@ -172,7 +173,7 @@ def _live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]
                                        startup_timeout_s=cfg.startup_timeout_s)
                 _log(f"[bench] starting `continuum serve {model} {' '.join(args)}`")
                 try:
-                    with _env(DEV_MODE_ENV, "1"):
+                    with env_set(DEV_MODE_ENV, "1"):
                         server.start()
                 except (RuntimeError, TimeoutError, OSError) as exc:
                     _log(f"[bench] {label}: server did not start: {exc}")

@@ -72,7 +72,7 @@ def table(live: list[dict], sim: list[dict], tool_s: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from continuum.launch import ServerProcess
-    from eval.bench import DEV_MODE_ENV, _env, reset_prefix_cache
+    from eval.bench import DEV_MODE_ENV, env_set, reset_prefix_cache
     from eval.replay import ReplayOptions, replay_sync, scale_program
     from eval.sim.run import simulate_result
     from workloads import read_trace
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         args = ["--policy", serve_policy, *extra, *engine_flags(prof, a.num_blocks)]
         print(f"[fidelity] continuum serve {model} {' '.join(args)}", file=sys.stderr, flush=True)
         srv = ServerProcess(model, args, log_path=out / f"serve-{pol}.log", startup_timeout_s=900)
-        with _env(DEV_MODE_ENV, "1"):  # serves /reset_prefix_cache: each rate starts cold, as in the simulator
+        with env_set(DEV_MODE_ENV, "1"):  # serves /reset_prefix_cache: each rate starts cold, as in the simulator
             srv.start()
         try:
             for i, jps in enumerate(rates):
