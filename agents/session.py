@@ -31,6 +31,9 @@ __all__ = ["AgentSession", "AsyncAgentSession", "ToolCall", "SessionError", "new
 
 T = TypeVar("T")
 SESSION_HEADER = "X-Session-ID"
+# vLLM's server closes a connection after 5 s idle, httpx keeps one for 5 s: a turn sent as the server closes it
+# fails with a ReadError. Keep idle connections for less (a tool call is often about that long).
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 class SessionError(RuntimeError):
@@ -161,7 +164,8 @@ class AgentSession(_SessionBase):
                  client: httpx.Client | None = None) -> None:
         super().__init__(base_url, model, session_id or new_session_id(), api_key, send_hints, timeout_s)
         self._own_client = client is None
-        self.client = client or httpx.Client(timeout=timeout_s)
+        self.client = client or httpx.Client(timeout=timeout_s,
+                                             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S))
 
     def post(self, path: str, params: dict[str, Any], *, tool: str | None = None,
              is_last_step: bool | None = None) -> dict[str, Any]:
@@ -233,7 +237,8 @@ class AsyncAgentSession(_SessionBase):
                  client: httpx.AsyncClient | None = None) -> None:
         super().__init__(base_url, model, session_id or new_session_id(), api_key, send_hints, timeout_s)
         self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=timeout_s)
+        self.client = client or httpx.AsyncClient(
+            timeout=timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S))
 
     async def post(self, path: str, params: dict[str, Any], *, tool: str | None = None,
                    is_last_step: bool | None = None) -> dict[str, Any]:

@@ -42,3 +42,10 @@ def fraction(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], not {text}")
     return value
+
+
+def nice_value(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"must be a nice value in [0, 19], not {text}")
+    return value

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from continuum import models
-from continuum.argtypes import fraction, non_negative_float
+from continuum.argtypes import fraction, nice_value, non_negative_float
 from continuum.config import TTL_MODES, ContinuumConfig
 
 
@@ -21,6 +21,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fixed-ttl", type=non_negative_float, default=2.0, help="seconds, for --ttl-mode fixed")
     p.add_argument("--pin-cap", type=fraction, default=0.5, help="max fraction of KV blocks held by pins")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--engine-nice", type=nice_value, default=None,
+                   help="nice value for vLLM's engine-core process, 0 = leave alone (default: 19 on CPU, where its "
+                        "spin-wait shares a core with the API server; 0 on GPU)")
 
 
 def add_models(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +51,7 @@ def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
     from continuum import server
 
     config = ContinuumConfig(ttl_mode=args.ttl_mode, fixed_ttl_s=args.fixed_ttl, pin_cap=args.pin_cap)
-    server.serve(args.model, args.policy, args.port, extra, config)
+    server.serve(args.model, args.policy, args.port, extra, config, engine_nice=args.engine_nice)
     return 0
 
 

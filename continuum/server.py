@@ -51,7 +51,16 @@ def control_address() -> str:
     return f"ipc://{tempfile.gettempdir()}/continuum-{os.getpid()}-{uuid.uuid4().hex[:8]}.ipc"
 
 
-def serve(model: str, policy: str, port: int, extra: list[str], config: ContinuumConfig) -> None:
+def serve(model: str, policy: str, port: int, extra: list[str], config: ContinuumConfig,
+          engine_nice: int | None = None) -> None:
+    """Run the server in this process until it stops. ``engine_nice``: nice value for vLLM's engine-core
+    process (see `continuum.engine_priority`); None: 19 on CPU, where its spin-wait shares the API server's
+    core, else left alone."""
+    from continuum import engine_priority
+
+    if engine_nice is None:
+        engine_nice = engine_priority.DEFAULT_CPU_NICE if on_cpu() else 0
+    engine_priority.watch(engine_nice)
     if policy == "continuum":
         config.control_addr = config.control_addr or control_address()
         os.environ[ENV_VAR] = config.to_env()

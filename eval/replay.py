@@ -51,6 +51,7 @@ from typing import Any, Sequence
 import httpx
 import numpy as np
 
+from agents.session import KEEPALIVE_EXPIRY_S
 from eval.metrics import PIN_KEYS, ProgramRecord, TurnRecord, summarize
 from workloads import Program, assign_arrivals
 
@@ -390,7 +391,7 @@ def _pin_delta(before: dict[str, Any] | None, after: dict[str, Any] | None, samp
 async def replay(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, Any]:
     """Replay ``programs`` against ``opts.base_url``; returns the result dict (see eval.metrics)."""
     timeout = httpx.Timeout(connect=opts.connect_timeout_s, read=opts.request_timeout_s, write=60.0, pool=None)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_EXPIRY_S)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         info = await server_info(client, opts.base_url)
         model = opts.model or info["models"][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -92,6 +93,23 @@ def test_malformed_input_is_400_naming_the_field(server, body, headers, field):
     assert field.split(".")[-1].lower() in error["message"].lower()
     # ... and the engine keeps serving.
     assert post(server, "/v1/completions", completion()).status_code == 200
+
+
+def test_the_engine_core_runs_at_a_lower_priority_than_the_api_server(server):
+    from continuum import engine_priority
+
+    api = server.proc.pid
+    engines = engine_priority.children(api, engine_priority.ENGINE_CORE_COMM)
+    assert len(engines) == 1
+
+    def nices() -> set[int]:
+        return {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{engines[0]}/task")}
+
+    deadline = time.monotonic() + 10  # the watcher looks once a second
+    while time.monotonic() < deadline and nices() != {engine_priority.DEFAULT_CPU_NICE}:
+        time.sleep(0.2)
+    assert nices() == {engine_priority.DEFAULT_CPU_NICE}
+    assert os.getpriority(os.PRIO_PROCESS, api) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def test_sigterm_shuts_down_cleanly(server):

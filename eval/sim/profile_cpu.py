@@ -248,6 +248,7 @@ def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: i
 
     import httpx
 
+    from agents.session import KEEPALIVE_EXPIRY_S
     from continuum.launch import ServerProcess
 
     decode, ttft = _server_plan(quick)
@@ -259,7 +260,8 @@ def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: i
 
     async def drive(url: str) -> list[dict]:
         obs: list[dict] = []
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=128)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=128,
+                             keepalive_expiry=KEEPALIVE_EXPIRY_S)
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
             await _stream(client, url, model, ids(16), 4)  # warm-up
             for rep in range(repeats):

@@ -1,0 +1,73 @@
+"""Keep vLLM's engine-core process from starving the API server and clients on a machine with few cores.
+
+vLLM runs the model in a worker process and the scheduler in an engine-core process. While a step runs, the
+engine core waits for the worker's answer by spinning on a shared-memory queue (``sched_yield`` in a loop, for
+up to a second after each message). On the CPU backend the worker is pinned to its own cores, so the spin lands
+on whatever is left, which is where the API server streams every token and where clients run. On a two-core
+machine they waited on the run queue for up to a second at a time, and most of a turn's latency under load was
+that wait, not the model. Raising the engine core's nice value lets them run whenever they have work; the engine
+core still gets every cycle nobody else wants, and its real work (one ``schedule()`` per step) is small.
+
+`continuum serve` starts :func:`watch` in the API process, for both policies (it is a property of the deployment,
+not of the scheduler): a daemon thread that renices every thread of each engine-core child, again every second
+so threads started later are caught. Linux only (it reads ``/proc``); elsewhere it does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+ENGINE_CORE_COMM = "VLLM::EngineCor"  # the kernel keeps 15 characters of a process name
+DEFAULT_CPU_NICE = 19
+PROC = Path("/proc")
+
+
+def children(parent: int, comm: str) -> list[int]:
+    """Pids of ``parent``'s children whose process name is ``comm``."""
+    out = []
+    for entry in PROC.glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == parent and name == comm:
+            out.append(int(entry.name))
+    return out
+
+
+def renice(pid: int, nice: int) -> int:
+    """Give every thread of ``pid`` at least ``nice``; returns how many threads were changed."""
+    changed = 0
+    for task in (PROC / str(pid) / "task").glob("[0-9]*"):
+        tid = int(task.name)
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:  # PRIO_PROCESS with a thread id: that thread only
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                changed += 1
+        except OSError:  # the thread ended meanwhile
+            continue
+    return changed
+
+
+def renice_children(parent: int, comm: str, nice: int) -> int:
+    """:func:`renice` every child of ``parent`` named ``comm``; returns how many threads were changed."""
+    return sum(renice(pid, nice) for pid in children(parent, comm))
+
+
+def watch(nice: int, comm: str = ENGINE_CORE_COMM, interval_s: float = 1.0) -> threading.Event | None:
+    """Renice this process's engine-core children every ``interval_s`` from a daemon thread, until the returned
+    event is set; None (and no thread) when ``nice`` is 0 or there is no ``/proc``."""
+    if nice <= 0 or not PROC.is_dir():
+        return None
+    parent, stop = os.getpid(), threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            renice_children(parent, comm, nice)
+
+    threading.Thread(target=loop, name="continuum-engine-nice", daemon=True).start()
+    return stop
