@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"replay_fit: {live['failed']} programs failed live: {live['errors']}")
     scaled = [scale_program(x, a.token_scale) for x in programs]
     found = fit_to_replay(float(live["jct_s"]["mean"]), scaled, path, a.jps, a.seed)
-    found.update({"trace": a.trace, "offset": a.offset, "programs": len(programs), "token_scale": a.token_scale,
-                  "jps": a.jps, "seed": a.seed, "policy": "vllm", "wall_s": round(time.time() - t0, 1)})
+    found.update({"trace": Path(a.trace).name, "offset": a.offset, "programs": len(programs),
+                  "token_scale": a.token_scale, "jps": a.jps, "seed": a.seed, "policy": "vllm",
+                  "wall_s": round(time.time() - t0, 1)})
     data["coef"]["seqs"] = found["seqs"]
     data["replay_fit"] = found
     path.write_text(json.dumps(data, indent=1) + "\n")
