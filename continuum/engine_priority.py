@@ -6,7 +6,9 @@ up to a second after each message). On the CPU backend the worker is pinned to i
 on whatever is left, which is where the API server streams every token and where clients run. On a two-core
 machine they waited on the run queue for up to a second at a time, and most of a turn's latency under load was
 that wait, not the model. Raising the engine core's nice value lets them run whenever they have work; the engine
-core still gets every cycle nobody else wants, and its real work (one ``schedule()`` per step) is small.
+core still gets every cycle nobody else wants. The cost: its own work (``schedule()``, pins) then waits behind
+them too, which shows when the model rather than the API server is the bottleneck (the smollm2 demo measured
+Continuum about 8% slower at nice 19 than at 0); ``--engine-nice`` picks a middle value, or 0 to leave it.
 
 `continuum serve` starts :func:`watch` in the API process, for both policies (it is a property of the deployment,
 not of the scheduler): a daemon thread that renices every thread of each engine-core child, again every second

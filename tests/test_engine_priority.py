@@ -58,7 +58,7 @@ def test_only_the_named_children_are_reniced_on_every_thread(kids):
     assert thread_nices(engine.pid) == [7, 7, 7]
 
 
-def test_the_watcher_catches_a_child_started_after_it(kids):
+def test_the_watcher_catches_a_child_started_after_it():
     assert engine_priority.watch(0, comm="late-engine") is None  # 0 = leave alone
     stop = engine_priority.watch(5, comm="late-engine", interval_s=0.05)
     assert stop is not None
