@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from continuum import models
-from continuum.argtypes import fraction, nice_value, non_negative_float
-from continuum.config import TTL_MODES, ContinuumConfig
+from continuum.argtypes import nice_value
+from continuum.config import ConfigError
+from continuum.policies import PRESETS, describe, resolve
+from continuum.policy_flags import add_policy_flags, overrides_from_args
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -15,15 +17,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                        description="Unknown flags are passed to vLLM unchanged.")
     p.add_argument("model", nargs="?", default=models.DEFAULT_MODEL,
                    help=f"a path, a model id, or an embedded name ({', '.join(models.EMBEDDED)})")
-    p.add_argument("--policy", choices=("vllm", "continuum"), default="continuum",
-                   help="vllm = vLLM's own scheduler, untouched (the baseline)")
-    p.add_argument("--ttl-mode", choices=TTL_MODES, default="model", help="how long finished turns stay pinned")
-    p.add_argument("--fixed-ttl", type=non_negative_float, default=2.0, help="seconds, for --ttl-mode fixed")
-    p.add_argument("--pin-cap", type=fraction, default=0.5, help="max fraction of KV blocks held by pins")
+    p.add_argument("--policy", choices=list(PRESETS), default="continuum",
+                   help="a preset (`continuum policies`); vllm = vLLM's own scheduler, untouched (the baseline)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--engine-nice", type=nice_value, default=None,
                    help="nice value for vLLM's engine-core process, 0 = leave alone (default: 19 on CPU, where its "
                         "spin-wait shares a core with the API server; 0 on GPU)")
+    add_policy_flags(p)
 
 
 def add_models(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +50,12 @@ def run_models(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
     from continuum import server
 
-    config = ContinuumConfig(ttl_mode=args.ttl_mode, fixed_ttl_s=args.fixed_ttl, pin_cap=args.pin_cap)
-    server.serve(args.model, args.policy, args.port, extra, config, engine_nice=args.engine_nice)
+    try:
+        config = resolve(args.policy, **overrides_from_args(args))
+    except ConfigError as exc:
+        print(f"continuum serve: {exc}", file=sys.stderr)
+        return 2
+    server.serve(args.model, config, args.port, extra, engine_nice=args.engine_nice)
     return 0
 
 
@@ -60,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve(sub)
     add_models(sub)
+    sub.add_parser("policies", help="list the policy presets and components with their knobs")
     from workloads.cli import add_trace_parser
 
     add_trace_parser(sub)
@@ -80,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(args, extra)
     if args.command == "models":
         return run_models(args)
+    if args.command == "policies":
+        print(describe())
+        return 0
     if args.command == "trace":
         from workloads.cli import run_trace
 

@@ -1,53 +1,97 @@
 """Continuum's serve-time settings, carried from `continuum serve` to the engine process in one env var.
 
 vLLM builds the scheduler itself (in the engine-core process) with a fixed signature, so our own settings
-cannot be passed as arguments; the environment is inherited by that process.
+cannot be passed as arguments; the environment is inherited by that process. Which names are valid for each
+component, and each knob's default, is the registry's business (`continuum.policies`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_VAR = "CONTINUUM_CONFIG"
-TTL_MODES = ("model", "fixed", "preserve", "off")
-# "oracle" is for the simulator: the client tells the true tool duration in the `tool_s` hint.
-ALL_TTL_MODES = TTL_MODES + ("oracle",)
-ORDERINGS = ("program-fcfs", "fcfs", "plas")
+
+__all__ = ["ENV_VAR", "ContinuumConfig", "ConfigError"]
 
 
-@dataclass
-class ContinuumConfig:
-    ttl_mode: str = "model"
-    fixed_ttl_s: float = 2.0
+class ConfigError(ValueError):
+    """A setting names an unknown component or knob, or has a bad value."""
+
+
+class ContinuumConfig(BaseModel):
+    """One composed policy (see `continuum.policies` for the components) and the scheduler's own limits."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    ttl_mode: str = "model"  # retention component
+    fixed_ttl_s: float = Field(2.0, ge=0, allow_inf_nan=False)
     # Pinned blocks may use at most this fraction of the KV pool, so pins never starve new work outright.
-    pin_cap: float = 0.5
+    pin_cap: float = Field(0.5, ge=0, le=1)
     ordering: str = "program-fcfs"
+    terms: list[str] = Field(default_factory=list)  # priority terms added to a waiting request's level
+    classes: str = "off"
+    phase: str = "off"
+    admission: str = "open"
+    knobs: dict[str, float] = Field(default_factory=dict)  # "component.knob" -> value; defaults in the registry
     # A program with no turn for this long (and no end call) is ended: its pin released, its state dropped.
-    idle_end_s: float = 600.0
+    idle_end_s: float = Field(600.0, gt=0)
     # Address of the engine-side control channel (stats, session end); empty disables it.
     control_addr: str = ""
     # Prefill cost model coefficients (seconds = a + b*tokens + c*tokens^2); None keeps kvttl's defaults.
     reload_cost: list[float] | None = None
-    extra: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.ttl_mode not in ALL_TTL_MODES:
-            raise ValueError(f"ttl_mode must be one of {', '.join(ALL_TTL_MODES)}, not {self.ttl_mode!r}")
-        if self.ordering not in ORDERINGS:
-            raise ValueError(f"ordering must be one of {', '.join(ORDERINGS)}, not {self.ordering!r}")
-        if not 0.0 <= self.pin_cap <= 1.0:
-            raise ValueError(f"pin_cap must be a fraction in [0, 1], not {self.pin_cap}")
-        if self.idle_end_s <= 0:
-            raise ValueError(f"idle_end_s must be > 0, not {self.idle_end_s}")
-        if self.fixed_ttl_s < 0:
-            raise ValueError(f"fixed_ttl_s must be >= 0, not {self.fixed_ttl_s}")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:  # one plain message naming the field, like the CLI's
+            raise ConfigError(_first_error(exc)) from None
+
+    @field_validator("ttl_mode", "ordering", "classes", "phase", "admission")
+    @classmethod
+    def _known_component(cls, value: str, info: Any) -> str:
+        from continuum.policies import check_component
+
+        return check_component(_KIND_OF_FIELD[info.field_name], value)
+
+    @field_validator("terms")
+    @classmethod
+    def _known_terms(cls, value: list[str]) -> list[str]:
+        from continuum.policies import check_component
+
+        return list(dict.fromkeys(check_component("term", t) for t in value))
+
+    @model_validator(mode="after")
+    def _known_knobs(self) -> "ContinuumConfig":
+        from continuum.policies import check_knob
+
+        for name, value in self.knobs.items():
+            check_knob(name, value)
+        return self
+
+    def knob(self, name: str) -> float:
+        """A knob's value: this config's override, else the registry's default (``name`` = "component.knob")."""
+        from continuum.policies import knob_default
+
+        return self.knobs.get(name, knob_default(name))
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self))
+        return self.model_dump_json()
 
     @classmethod
     def from_env(cls) -> "ContinuumConfig":
         raw = os.environ.get(ENV_VAR)
-        return cls(**json.loads(raw)) if raw else cls()
+        return cls.model_validate_json(raw) if raw else cls()
+
+
+_KIND_OF_FIELD = {"ttl_mode": "retention", "ordering": "ordering", "classes": "classes", "phase": "phase",
+                  "admission": "admission"}
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}"

@@ -8,7 +8,7 @@ kvttl's `PinTable`; block handles are block ids.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 from vllm.v1.core.block_pool import BlockPool
 from vllm.v1.request import Request
@@ -17,9 +17,11 @@ from kvttl import PinTable
 
 
 class KVPins:
-    def __init__(self, block_pool: BlockPool, cap_blocks: int) -> None:
+    def __init__(self, block_pool: BlockPool, cap_blocks: int,
+                 on_change: Callable[[str], None] = lambda program_id: None) -> None:
         self.pool = block_pool
         self.table = PinTable(cap_blocks)
+        self.on_change = on_change  # told the program id whenever a pin is taken or released
 
     def __contains__(self, program_id: str) -> bool:
         return program_id in self.table
@@ -34,11 +36,14 @@ class KVPins:
         result = self.table.pin(program_id, block_ids, now, ttl_s, benefit=benefit, arrival_order=arrival_order)
         self.pool.touch([self.pool.blocks[b] for b in result.pinned])
         self._unref(result.released)
+        self.on_change(program_id)
         return len(result.pinned)
 
     def release(self, program_id: str, reason: str) -> int:
         blocks = self.table.release(program_id, reason)
         self._unref(blocks)
+        if blocks:
+            self.on_change(program_id)
         return len(blocks)
 
     def expire(self, now: float) -> int:
@@ -52,8 +57,9 @@ class KVPins:
         return self._unref_all(self.table.clear(reason))
 
     def _unref_all(self, released: list[tuple[str, list[int]]]) -> int:
-        for _, blocks in released:
+        for program_id, blocks in released:
             self._unref(blocks)
+            self.on_change(program_id)
         return sum(len(blocks) for _, blocks in released)
 
     def _unref(self, block_ids: list[int]) -> None:

@@ -1,13 +1,25 @@
-"""Waiting-queue orderings: program-first (Continuum), FCFS, and program-level least attained service.
+"""The waiting queue: a vLLM `RequestQueue` ordered by a key the scheduler's components compose.
 
-`ProgramQueue` is a vLLM `RequestQueue` kept sorted by a key the scheduler supplies. Keys depend on state
-that changes between steps (a pin expires, a program attains service), so the scheduler re-sorts once per
-step; between re-sorts, inserts keep the order with a binary search.
+A request's key is ``(held, class, tier, level, order...)``, lower first:
+
+- ``held``: 1 while its program waits at the door (admission), else 0;
+- ``class``: 0 latency-sensitive, 1 best-effort (`continuum.classes`; 0 for all when classes are off);
+- ``tier`` and ``order``: the base ordering (below): preempted work first, then what the ordering prefers;
+- ``level``: the sum of the active priority terms (`continuum.priority`; 0 when there are none).
+
+Keys depend on state that changes between steps (a pin taken, a program admitted, time passing for aging). The
+scheduler marks the queue ``dirty`` when such state changes for a program that has a request waiting, and asks
+for a re-sort every step only when a time-dependent component is active; otherwise a step costs a heap
+push/pop, as vLLM's own priority queue does.
+
+vLLM asks the queue one question before trying a waiting request: is it non-empty? The answer here is "is
+there a request that may start now": requests of programs held at the door sort last, so when the head is held
+every request is, and vLLM's waiting loop stops. ``len()`` still counts them, so the engine keeps stepping.
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
 import itertools
 from typing import Any, Callable, Iterable, Iterator
 
@@ -19,26 +31,26 @@ Key = Callable[[Request], tuple]
 
 class ProgramQueue(RequestQueue):
     def __init__(self, key: Key) -> None:
-        self._key = key
+        self.key = key
+        self.dirty = False
         self._seq = itertools.count()  # ties keep insertion order
-        self._items: list[tuple[tuple, int, Request]] = []
-
-    def _entry(self, request: Request) -> tuple[tuple, int, Request]:
-        return (self._key(request), next(self._seq), request)
+        self._heap: list[tuple[tuple, int, Request]] = []
 
     def resort(self) -> None:
-        self._items = sorted((self._key(r), seq, r) for _, seq, r in self._items)
+        self._heap = [(self.key(r), seq, r) for _, seq, r in self._heap]
+        heapq.heapify(self._heap)
+        self.dirty = False
 
     def add_request(self, request: Request) -> None:
-        bisect.insort(self._items, self._entry(request), key=lambda e: e[:2])
+        heapq.heappush(self._heap, (self.key(request), next(self._seq), request))
 
     def pop_request(self) -> Request:
-        return self._items.pop(0)[2]
+        return heapq.heappop(self._heap)[2]
 
     def peek_request(self) -> Request:
-        if not self._items:
+        if not self._heap:
             raise IndexError("peek from an empty queue")
-        return self._items[0][2]
+        return self._heap[0][2]
 
     # A vLLM "prepend" puts back a request it could not schedule now; its key already says where it goes.
     def prepend_request(self, request: Request) -> None:
@@ -53,29 +65,30 @@ class ProgramQueue(RequestQueue):
 
     def remove_requests(self, requests: Iterable[Request]) -> None:
         gone = {id(r) for r in requests}
-        self._items = [e for e in self._items if id(e[2]) not in gone]
+        self._heap = [e for e in self._heap if id(e[2]) not in gone]
+        heapq.heapify(self._heap)
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self._heap) and self._heap[0][0][0] == 0  # the head is not held at the door
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._heap)
 
     def __iter__(self) -> Iterator[Request]:
-        return (e[2] for e in self._items)
+        return (e[2] for e in sorted(self._heap))
 
 
 def was_preempted(request: Request) -> bool:
     return request.status == RequestStatus.PREEMPTED
 
 
-def ordering_key(ordering: str, sched: Any) -> Key:
-    """The sort key for ``ordering``; ``sched`` supplies program state (order, pins, attained service)."""
+def base_key(ordering: str, sched: Any) -> Key:
+    """(tier, order...) of the base ordering; ``sched`` supplies program state (order, pins, service)."""
 
     def program_fcfs(r: Request) -> tuple:
         # Preempted work first, then returning turns whose KV is pinned, then programs by first arrival.
-        pinned = sched.is_pinned(r)
-        return (0 if was_preempted(r) else 1 if pinned else 2, sched.program_order(r), r.arrival_time)
+        tier = 0 if was_preempted(r) else 1 if sched.is_pinned(r) else 2
+        return (tier, sched.program_order(r), r.arrival_time)
 
     def fcfs(r: Request) -> tuple:
         return (0 if was_preempted(r) else 1, r.arrival_time)
@@ -88,3 +101,18 @@ def ordering_key(ordering: str, sched: Any) -> Key:
     if ordering not in keys:
         raise ValueError(f"unknown ordering {ordering!r}; choose from {', '.join(keys)}")
     return keys[ordering]
+
+
+def compose_key(sched: Any, ordering: str) -> Key:
+    """The full key; the parts that are switched off cost nothing (the common case is the base key)."""
+    base = base_key(ordering, sched)
+    held, rank, levels = sched.admission.held, sched.classes.rank, sched.levels
+
+    def key(r: Request) -> tuple:
+        tier, *rest = base(r)
+        return (held(r), rank(r), tier, levels.level(r), *rest)
+
+    def plain(r: Request) -> tuple:
+        return (0, *base(r))
+
+    return key if (sched.admission.enabled or sched.classes.enabled or levels.all) else plain

@@ -4,10 +4,14 @@ vLLM loads it through ``--scheduler-cls continuum.scheduler.make_scheduler``. Th
 synchronous or asynchronous base, whichever vLLM's config asks for; the behaviour lives in one mixin that
 overrides a few seams and never copies ``schedule()``:
 
-- ``add_request``: the program's turn arrives (tool-duration sample, priority for preemption);
+- ``add_request``: the program's turn arrives (tool-duration sample, class, priority for preemption);
 - ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed;
-- ``schedule``: expire pins, order the waiting queue program-first, release pins of admitted turns;
+- ``schedule``: expire pins, admit programs, order the waiting queue, make room for urgent work, then vLLM's
+  own step; afterwards release the pins of admitted turns;
 - ``kv_cache_manager.allocate_slots``: when an allocation fails, pins give way before vLLM preempts or stalls.
+
+What each policy does at these seams is a component (`continuum.policies` lists them); the control channel's
+messages and the stats are answered by `continuum.engine_control`.
 """
 
 from __future__ import annotations
@@ -23,15 +27,21 @@ from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
+from continuum.admission import make_admission
+from continuum.classes import Classes
 from continuum.config import ContinuumConfig
 from continuum.control import ControlServer
+from continuum.engine_control import EngineControl
 from continuum.kv_pins import KVPins, pinnable_blocks
-from continuum.ordering import ProgramQueue, ordering_key
+from continuum.ordering import ProgramQueue, compose_key
+from continuum.phases import PHASE_TERMS, PhaseSwitch
+from continuum.priority import Levels
 from continuum.programs import Program, ProgramRegistry
 from kvttl import ReloadCostModel, TTLPolicy
 
 logger = init_logger(__name__)
 ORACLE_SLACK_S = 0.05  # the oracle pins a little past the true return time: the turn still has to be admitted
+NO_PROGRAM = 1 << 62  # a request without a program is its own, latest, program
 
 
 def program_id_of(request: Request) -> str | None:
@@ -40,13 +50,13 @@ def program_id_of(request: Request) -> str | None:
 
 
 def hints_of(request: Request) -> dict[str, Any]:
-    """Continuum's client hints (``is_last_step``, ``tool``, ``tool_s``) from ``vllm_xargs``."""
+    """Continuum's client hints (``is_last_step``, ``tool``, ``tool_s``, ``class``) from ``vllm_xargs``."""
     params = request.sampling_params
     return dict(params.extra_args or {}) if params is not None else {}
 
 
 class ContinuumMixin:
-    """Programs, pins, ordering and the control channel, shared by the sync and async schedulers."""
+    """Programs, pins, policy components and the control channel, shared by the sync and async schedulers."""
 
     def __init__(self, *args: Any, continuum_config: ContinuumConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,19 +72,28 @@ class ContinuumMixin:
                              reload_model=reload)
         pool = self.kv_cache_manager.block_pool
         self.pinning = cfg.ttl_mode != "off" and self.cache_config.enable_prefix_caching
-        self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)))
+        self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)), on_change=self._pin_changed)
         self.miss_waits: dict[str, float] = {}  # request id -> arrival, for turns that lost their KV
+        self.served: dict[str, int] = {}  # request id -> tokens scheduled so far, kept across preemption
+        self.delivered: dict[str, int] = {}  # request id -> streamed tokens its client has read
         self.step_times: list[float] = []
         self.next_idle_check = 0.0
-        # Preemption picks max(priority, arrival): we set priority to the program's arrival rank.
+        self.phases = PhaseSwitch(cfg, lambda: self.clock())
+        self.levels = Levels(cfg, self, cfg.terms + (PHASE_TERMS if self.phases.enabled else []))
+        self.levels.set_active(cfg.terms)
+        self.classes = Classes(cfg, self)
+        self.admission = make_admission(cfg, self)
+        # Preemption picks max(priority, arrival): we set priority (see `_priority`).
         self.policy = SchedulingPolicy.PRIORITY
-        self.waiting = ProgramQueue(ordering_key(cfg.ordering, self))
+        self.rich_priority = self.classes.enabled or bool(self.levels.all)
+        self.track_service = cfg.ordering == "plas" or bool(self.levels.all)
+        self.waiting = ProgramQueue(compose_key(self, cfg.ordering))
         self._allocate_slots = self.kv_cache_manager.allocate_slots
         self.kv_cache_manager.allocate_slots = self._allocate_or_release_pins
-        self.control = ControlServer(cfg.control_addr, self.handle_control) if cfg.control_addr else None
+        self.control = ControlServer(cfg.control_addr, EngineControl(self).handle) if cfg.control_addr else None
 
-    # -- what the ordering key asks ------------------------------------------------------------------------
-    def _program(self, request: Request) -> Program | None:
+    # -- what the components ask -----------------------------------------------------------------------------
+    def program_of(self, request: Request) -> Program | None:
         pid = program_id_of(request)
         return self.programs.get(pid) if pid is not None else None
 
@@ -83,47 +102,87 @@ class ContinuumMixin:
         return pid is not None and pid in self.pins
 
     def program_order(self, request: Request) -> float:
-        prog = self._program(request)
+        prog = self.program_of(request)
         return prog.order if prog is not None else math.inf
 
     def attained_service(self, request: Request) -> int:
-        prog = self._program(request)
+        prog = self.program_of(request)
         return prog.attained_tokens if prog is not None else 0
+
+    def cached_tokens(self, request: Request) -> int:
+        """Prompt tokens the prefix cache holds for ``request`` now (a lookup without side effects)."""
+        if not self.cache_config.enable_prefix_caching or not request.block_hashes:
+            return 0
+        return self.kv_cache_manager.coordinator.find_longest_cache_hit(request.block_hashes,
+                                                                        request.num_tokens - 1)[1]
+
+    def cached_fraction(self, request: Request) -> float:
+        return self.cached_tokens(request) / max(1, request.num_tokens)
+
+    def _priority(self, request: Request, prog: Program | None, last_step: bool) -> Any:
+        """vLLM preempts the running request with the highest priority: the latest-arriving program's, unless
+        components rank requests (then class and level first); a program's last step is protected."""
+        order = prog.order if prog is not None else NO_PROGRAM
+        if not self.rich_priority:
+            return -1 if last_step else order
+        return (-1 if last_step else 0, self.classes.rank(request), self.levels.level(request), order)
 
     # -- vLLM seams -----------------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
         with self.lock:
             pid = program_id_of(request)
-            if pid is not None:
-                self._arrive(pid, request)
-            else:
-                request.priority = 1 << 62  # a request without a program is its own, latest, program
+            hints = hints_of(request)
+            prog = self._arrive(pid, request) if pid is not None else None
+            self.classes.arrive(request, hints, request.priority)  # the client's OpenAI priority, before ours
+            self.levels.arrive(request)
+            if self.phases.enabled:
+                self.phases.arrivals.add(self.clock())
+            request.priority = self._priority(request, prog, bool(hints.get("is_last_step")))
             super().add_request(request)
 
-    def _arrive(self, pid: str, request: Request) -> None:
+    def _arrive(self, pid: str, request: Request) -> Program:
         now = self.clock()
         prog = self.programs.arrive(pid, now)
         prog.running.add(request.request_id)
-        hints = hints_of(request)
         if prog.last_finish is not None:  # a returning turn: the gap was the tool call
             self.ttl.observe_tool(prog.last_tool, max(0.0, now - prog.last_finish))
             if pid not in self.pins:
                 self.miss_waits[request.request_id] = now
-        # Preemption victim: the latest-arriving program's request; a program's last step is protected.
-        request.priority = -1 if hints.get("is_last_step") else prog.order
+        return prog
 
     def schedule(self, *args: Any, **kwargs: Any):
         with self.lock:
             t0 = time.perf_counter()
             self.pins.expire(self.clock())
             self._end_idle_programs()
-            self.waiting.resort()
+            self.admission.step()
+            self._prepare_order()
+            self.classes.make_room()
             out = super().schedule(*args, **kwargs)
             self._after_admission(out)
             self.step_times.append(time.perf_counter() - t0)
             if len(self.step_times) > 4096:
                 del self.step_times[:2048]
             return out
+
+    def _prepare_order(self) -> None:
+        """Re-sort the waiting queue only when a key may have changed; refresh running priorities and caps."""
+        active = self.phases.update(len(self.waiting))
+        if active is not None and [t.name for t in self.levels.active] != active:
+            self.levels.set_active(active)
+            self.waiting.dirty = True
+        if self.rich_priority:
+            for request in self.running:
+                request.priority = self._priority(request, self.program_of(request),
+                                                  bool(hints_of(request).get("is_last_step")))
+            if (bp := self.levels.backpressure()) is not None:
+                for request in self.running:
+                    if bp.lagging(request):  # hold it out of the next decode step: its lag stops growing
+                        request.next_decode_eligible_step = max(request.next_decode_eligible_step,
+                                                                self.current_step + 2)
+        if self.waiting.dirty or self.levels.dynamic or self.classes.enabled or \
+                self.continuum.ordering == "plas":
+            self.waiting.resort()
 
     def _after_admission(self, out: Any) -> None:
         """Newly admitted turns have taken their prefix hits: their program's pin has done its job."""
@@ -140,10 +199,12 @@ class ContinuumMixin:
                 self.ttl.observe_miss_delay(max(0.0, now - arrived))
             if (prog := self.programs.get(pid)) is not None:
                 prog.cached_tokens += new.num_computed_tokens
-        for req_id, n in out.num_scheduled_tokens.items():
-            request = self.requests.get(req_id)
-            if request is not None and (prog := self._program(request)) is not None:
-                prog.attained_tokens += n
+        if self.track_service:
+            for req_id, n in out.num_scheduled_tokens.items():
+                self.served[req_id] = self.served.get(req_id, 0) + n
+                request = self.requests.get(req_id)
+                if request is not None and (prog := self.program_of(request)) is not None:
+                    prog.attained_tokens += n
 
     def _allocate_or_release_pins(self, request: Request, *args: Any, **kwargs: Any):
         """vLLM's allocation; on failure, release pins (least valuable first) and retry before giving up."""
@@ -161,7 +222,7 @@ class ContinuumMixin:
         super()._free_request_blocks(request)
 
     def _pin_finished_turn(self, request: Request) -> None:
-        prog = self._program(request)
+        prog = self.program_of(request)
         if prog is None or prog.ended:
             return
         if request.status == RequestStatus.FINISHED_ABORTED and request.num_output_tokens == 0:
@@ -187,11 +248,19 @@ class ContinuumMixin:
         return decision.ttl_s, decision.benefit_s
 
     def _free_request(self, request: Request, delay_free_blocks: bool = False):
-        prog = self._program(request)
-        self.miss_waits.pop(request.request_id, None)
+        prog = self.program_of(request)
+        rid = request.request_id
+        self.miss_waits.pop(rid, None)
+        self.served.pop(rid, None)
+        self.delivered.pop(rid, None)
+        self.classes.forget(rid)
+        self.levels.forget(rid)
+        if self.phases.enabled:
+            self.phases.completions.add(self.clock())
+        if prog is not None:
+            prog.running.discard(rid)  # before the pin is taken: no request of it waits any more
         result = super()._free_request(request, delay_free_blocks)
         if prog is not None:
-            prog.running.discard(request.request_id)
             prog.finished_turns += 1
             prog.last_finish = self.clock()
             prog.last_context_tokens = request.num_tokens
@@ -218,6 +287,12 @@ class ContinuumMixin:
         super().shutdown()
 
     # -- programs -----------------------------------------------------------------------------------------
+    def _pin_changed(self, program_id: str) -> None:
+        """A pin came or went: only a request of that program already waiting can have a stale key."""
+        prog = self.programs.get(program_id)
+        if prog is not None and prog.running:
+            self.waiting.dirty = True
+
     def _end(self, prog: Program) -> None:
         self.pins.release(prog.program_id, "end")
         if not prog.ended:
@@ -232,71 +307,33 @@ class ContinuumMixin:
         for prog in self.programs.idle(now, self.continuum.idle_end_s):
             self._end(prog)
 
-    def end_program(self, program_id: str) -> dict:
+    def end_program(self, program_id: str) -> bool:
+        """The client says the program is over: release its pin now. False for an unknown program."""
         with self.lock:
             prog = self.programs.get(program_id)
-            if prog is None:
-                return {"ok": False, "error": f"unknown session {program_id!r}", "status": 404}
-            self._end(prog)
-            return {"ok": True, "session": self.session_state(program_id)}
+            if prog is not None:
+                self._end(prog)
+            return prog is not None
 
-    def set_tool(self, program_id: str, tool: str) -> dict:
+    def set_tool(self, program_id: str, tool: str) -> bool:
         """The HTTP layer read the tool from the response (tool_calls / bash block): re-decide the pin's TTL."""
         with self.lock:
             prog = self.programs.get(program_id)
             if prog is None:
-                return {"ok": False, "error": f"unknown session {program_id!r}", "status": 404}
+                return False
             prog.last_tool = tool
             pin = self.pins.table.get(program_id)
             if pin is not None and self.continuum.ttl_mode in ("model", "fixed"):
                 ttl_s, benefit = self._decide(prog, prog.last_context_tokens, {})
                 self.pins.pin(program_id, list(pin.blocks), pin.pinned_at, ttl_s, benefit, prog.order)
-            return {"ok": True, "session": self.session_state(program_id)}
+            return True
 
-    # -- control channel and stats -------------------------------------------------------------------------
-    def handle_control(self, msg: dict) -> dict:
-        op, pid = msg.get("op"), str(msg.get("id"))
-        if op == "stats":
-            return {"ok": True, "stats": self.stats()}
-        if op == "session":
-            with self.lock:
-                if pid not in self.programs:
-                    return {"ok": False, "error": f"unknown session {pid!r}", "status": 404}
-                return {"ok": True, "session": self.session_state(pid)}
-        if op == "end":
-            return self.end_program(pid)
-        if op == "tool" and isinstance(msg.get("tool"), str):
-            return self.set_tool(pid, msg["tool"])
-        return {"ok": False, "error": f"unknown control op {op!r}", "status": 400}
-
-    def session_state(self, program_id: str) -> dict:
-        prog = self.programs.get(program_id)
-        if prog is None:
-            return {}
-        state = prog.summary()
-        pin = self.pins.table.get(program_id)
-        state["pinned_blocks"] = len(pin.blocks) if pin else 0
-        state["ttl_s"] = pin.ttl_s if pin else 0.0
-        state["expires_in_s"] = (pin.expires_at - self.clock()) if pin else None
-        return state
-
-    def stats(self) -> dict:
+    def client_delivered(self, program_id: str, tokens: int) -> None:
+        """The API process says how many streamed tokens of the program's current turn its client has read."""
         with self.lock:
-            steps = sorted(self.step_times)
-            pool = self.kv_cache_manager.block_pool
-            return {
-                "config": {"ttl_mode": self.continuum.ttl_mode, "ordering": self.continuum.ordering,
-                           "pin_cap": self.continuum.pin_cap, "pin_cap_blocks": self.pins.table.cap_blocks},
-                "programs": [self.session_state(p.program_id) for p in self.programs.all()],
-                "num_programs": len(self.programs),
-                "pins": {**self.pins.table.counters, "active": len(self.pins.table),
-                         "pinned_blocks": self.pins.pinned_blocks},
-                "kv": {"num_blocks": pool.num_gpu_blocks, "free_blocks": pool.get_num_free_blocks(),
-                       "usage": self.kv_cache_manager.usage},
-                "predictor": self.ttl.state(),
-                "sched_step_ms": {"mean": 1e3 * sum(steps) / len(steps) if steps else 0.0,
-                                  "p99": 1e3 * steps[int(0.99 * (len(steps) - 1))] if steps else 0.0},
-            }
+            prog = self.programs.get(program_id)
+            for rid in prog.running if prog is not None else ():
+                self.delivered[rid] = max(0, tokens)
 
 
 class ContinuumScheduler(ContinuumMixin, Scheduler):

@@ -29,8 +29,9 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-def build_vllm_args(model: str, policy: str, port: int, extra: list[str]) -> list[str]:
-    """vLLM flags for `continuum serve`; the user's own vLLM flags come last and win."""
+def build_vllm_args(model: str, continuum: bool, port: int, extra: list[str]) -> list[str]:
+    """vLLM flags for `continuum serve` (``continuum``: load our scheduler and HTTP extension, else vLLM's own
+    scheduler untouched); the user's own vLLM flags come last and win."""
     args = ["--model", models.resolve(model), "--port", str(port)]
     if model in models.EMBEDDED and not has_flag(extra, "--served-model-name"):
         args += ["--served-model-name", model]
@@ -40,7 +41,7 @@ def build_vllm_args(model: str, policy: str, port: int, extra: list[str]) -> lis
     if on_cpu() and not has_flag(extra, "--kv-cache-memory-bytes", "--gpu-memory-utilization"):
         # vLLM's CPU default reserves 92% of a NUMA node's memory; an explicit KV budget starts anywhere.
         args += ["--kv-cache-memory-bytes", str(CPU_DEFAULT_KV_BYTES)]
-    if policy == "continuum":
+    if continuum:
         args += ["--scheduler-cls", SCHEDULER_CLS, "--middleware", MIDDLEWARE]
         if not has_flag(extra, "--enable-prefix-caching", "--no-enable-prefix-caching"):
             args += ["--enable-prefix-caching"]  # pins are prefix-cache blocks
@@ -51,20 +52,20 @@ def control_address() -> str:
     return f"ipc://{tempfile.gettempdir()}/continuum-{os.getpid()}-{uuid.uuid4().hex[:8]}.ipc"
 
 
-def serve(model: str, policy: str, port: int, extra: list[str], config: ContinuumConfig,
+def serve(model: str, config: ContinuumConfig | None, port: int, extra: list[str],
           engine_nice: int | None = None) -> None:
-    """Run the server in this process until it stops. ``engine_nice``: nice value for vLLM's engine-core
-    process (see `continuum.engine_priority`); None: 19 on CPU, where its spin-wait shares the API server's
-    core, else left alone."""
+    """Run the server in this process until it stops. ``config``: the resolved policy (None: vLLM's own
+    scheduler). ``engine_nice``: nice value for vLLM's engine-core process (see `continuum.engine_priority`);
+    None: 19 on CPU, where its spin-wait shares the API server's core, else left alone."""
     from continuum import engine_priority
 
     if engine_nice is None:
         engine_nice = engine_priority.DEFAULT_CPU_NICE if on_cpu() else 0
     engine_priority.watch(engine_nice)
-    if policy == "continuum":
+    if config is not None:
         config.control_addr = config.control_addr or control_address()
         os.environ[ENV_VAR] = config.to_env()
-    run_vllm(build_vllm_args(model, policy, port, extra))
+    run_vllm(build_vllm_args(model, config is not None, port, extra))
 
 
 def run_vllm(argv: list[str]) -> None:

@@ -3,8 +3,8 @@
 Live mode starts ``continuum serve MODEL --policy P`` for each policy in turn, with the same model, KV budget
 and vLLM flags (``--block-size``, ``--num-gpu-blocks-override``, ``--max-model-len``, ``--server-args``; plus
 ``--enable-prefix-caching --enable-prompt-tokens-details`` for every server, so both cache and both report
-cached tokens). Policies: ``vllm`` (vLLM's own scheduler, the baseline), ``continuum``, or
-``continuum/TTL_MODE`` (``--ttl-mode TTL_MODE``). Each server starts once and serves every JPS value in turn:
+cached tokens). Policies: any preset of `continuum.policies` (``vllm`` is vLLM's own scheduler, the baseline),
+or ``PRESET/TTL_MODE`` (``--ttl-mode TTL_MODE``); component overrides apply to every Continuum policy. Each server starts once and serves every JPS value in turn:
 starting takes minutes on a small CPU machine. Between runs the prefix cache is emptied with vLLM's
 ``POST /reset_prefix_cache`` (served because the bench starts servers with ``VLLM_SERVER_DEV_MODE=1``), and
 every run uses its own session ids, so no run inherits another's cache or programs. What does carry over is
@@ -63,6 +63,7 @@ class BenchConfig:
     max_model_len: int | None = None
     server_args: str | Sequence[str] = ""
     continuum_args: str | Sequence[str] = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # component settings for every Continuum policy
     startup_timeout_s: float = 900.0
     restart_each_run: bool = False
     profile: str | None = None
@@ -95,17 +96,23 @@ def server_flags(cfg: BenchConfig) -> list[str]:
 
 
 def policy_args(policy: str, cfg: BenchConfig) -> tuple[str, list[str]]:
-    """(``--policy`` value, policy-specific flags) of a policy name."""
-    base, _, ttl = policy.partition("/")
-    if base == "vllm" and not ttl:
-        return "vllm", []
-    if base == "continuum":
-        from continuum.config import TTL_MODES
+    """(``--policy`` preset, its flags) for `continuum serve`: ``PRESET/TTL_MODE`` labels become
+    ``--ttl-mode``; Continuum presets also get the bench's component overrides and ``continuum_args``."""
+    from continuum.config import ConfigError
+    from continuum.policies import is_vllm, resolve
+    from continuum.policy_flags import override_flags
 
-        if ttl and ttl not in TTL_MODES:
-            raise BenchError(f"unknown TTL mode in policy {policy!r} (know {', '.join(TTL_MODES)})")
-        return "continuum", (["--ttl-mode", ttl] if ttl else []) + _split(cfg.continuum_args)
-    raise BenchError(f"unknown policy {policy!r}: use vllm, continuum or continuum/TTL_MODE")
+    name, _, ttl = policy.partition("/")
+    try:
+        if is_vllm(policy):
+            if ttl:
+                raise ConfigError(f"{name} is vLLM's own scheduler: it has no TTL mode")
+            return name, []
+        resolve(policy, **cfg.overrides)  # a bad name or setting fails here, before any server starts
+    except ConfigError as exc:
+        raise BenchError(f"policy {policy!r}: {exc}") from None
+    flags = (["--ttl-mode", ttl] if ttl else []) + override_flags(cfg.overrides)
+    return name, flags + _split(cfg.continuum_args)
 
 
 @contextlib.contextmanager
@@ -205,14 +212,12 @@ def _sim(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
     progs = [scale_program(p, cfg.token_scale, cfg.tool_scale) for p in programs]
     if cfg.max_context:
         progs = [fit_program(p, cfg.max_context) for p in progs]
-    import inspect
-
-    extra = {"progress": cfg.progress} if "progress" in inspect.signature(simulate_result).parameters else {}
     results = []
     for label in cfg.policies:
         for jps in cfg.jps:
             try:
-                result = simulate_result(progs, policy=label, profile=cfg.profile, jps=jps, seed=cfg.seed, **extra)
+                result = simulate_result(progs, policy=label, profile=cfg.profile, jps=jps, seed=cfg.seed,
+                                         policy_overrides=cfg.overrides, progress=cfg.progress)
             except (ValueError, KeyError) as exc:  # unknown policy or profile name
                 raise BenchError(f"simulator: {exc}") from None
             results.append(result)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from continuum.argtypes import non_negative_float, positive_float, positive_int
+from continuum.policy_flags import add_policy_flags, overrides_from_args
 
 __all__ = ["add_eval_parsers", "run_eval", "main"]
 
@@ -78,7 +79,7 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
     _add_common(b)
     b.add_argument("--mode", choices=("live", "sim"), default="live")
     b.add_argument("--policies", default="vllm,continuum",
-                   help="comma list: vllm, continuum, or continuum/TTL_MODE (e.g. continuum/preserve)")
+                   help="comma list of presets (`continuum policies`), or PRESET/TTL_MODE (e.g. continuum/preserve)")
     b.add_argument("--jps", type=_jps_list, required=True, help="rates, e.g. 0.5 or 0.2,0.5,1")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--model", default=None, help="model to serve (default: the embedded smollm2-135m)")
@@ -96,6 +97,7 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="a fresh server for every rate (default: one server per policy, prefix cache reset)")
     b.add_argument("--profile", default=None, help="sim mode: cost-model profile name")
     b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    add_policy_flags(b)
 
 
 def _load(args: argparse.Namespace):
@@ -169,7 +171,7 @@ def _run_bench(args: argparse.Namespace) -> int:
             seed=args.seed, max_context=args.max_context, token_scale=args.token_scale, tool_scale=args.tool_scale,
             hints=args.hints, request_timeout_s=args.request_timeout, vocab=args.vocab_range,
             block_size=args.block_size, num_gpu_blocks=args.num_gpu_blocks, max_model_len=args.max_model_len,
-            server_args=args.server_args, continuum_args=args.continuum_args,
+            server_args=args.server_args, continuum_args=args.continuum_args, overrides=overrides_from_args(args),
             startup_timeout_s=args.startup_timeout, restart_each_run=args.restart_each_run, profile=args.profile,
             progress=args.progress, plots=args.plots, trace=str(args.trace))
         run_bench(programs, cfg)

@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from continuum.argtypes import fraction, non_negative_float, positive_float, positive_int
+from continuum.argtypes import non_negative_float, positive_float, positive_int
+from continuum.config import ConfigError
+from continuum.policy_flags import add_policy_flags, overrides_from_args
 
 __all__ = ["add_sim_parsers", "run_sim", "main"]
 
@@ -41,8 +43,8 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "replacing only the model's execution by a cost model. Writes the result JSON.")
     p.add_argument("--trace", help="trace JSONL (see workloads/README.md)")
     p.add_argument("--policy", type=_csv, default=["continuum"],
-                   help="vllm, continuum, fixed, preserve, plas, oracle (or continuum/MODE); a comma list runs "
-                        "each and writes a list (default continuum)")
+                   help="policy presets (`continuum policies`; or PRESET/TTL_MODE); a comma list runs each and "
+                        "writes a list (default continuum)")
     p.add_argument("--profile", default="h100-llama-3.1-8b",
                    help="cost profile name, a fitted profile JSON, or 'list' to show them "
                         "(default h100-llama-3.1-8b)")
@@ -58,8 +60,7 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-blocks", type=positive_int, help="override the profile's KV pool size (blocks)")
     p.add_argument("--block-size", type=positive_int, help="override the profile's KV block size")
     p.add_argument("--max-model-len", type=positive_int, help="override the profile's max model length")
-    p.add_argument("--pin-cap", type=fraction, help="Continuum policies: max fraction of KV blocks held by pins")
-    p.add_argument("--fixed-ttl", type=non_negative_float, help="policy fixed: the TTL in seconds")
+    add_policy_flags(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     q = subparsers.add_parser(
@@ -123,24 +124,21 @@ def _run_sim(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise _BadInput("--out is required")
-    from eval.sim.engine import resolve_policy
+    from continuum.policies import is_vllm, resolve
 
+    overrides = overrides_from_args(args)
     for pol in args.policy:
         try:
-            resolve_policy(pol)
-        except ValueError as exc:
-            raise _BadInput(f"--policy: {exc}") from None
+            if not is_vllm(pol):
+                resolve(pol, **overrides)
+        except ConfigError as exc:
+            raise _BadInput(f"--policy {pol}: {exc}") from None
     try:
         rates = [positive_float(x) for x in args.jps] if args.jps else [None]
     except argparse.ArgumentTypeError as exc:
         raise _BadInput(f"--jps: {exc}") from None
     prof = _profile(args)
     programs = _load_programs(args)
-    overrides = {}
-    if args.pin_cap is not None:
-        overrides["pin_cap"] = args.pin_cap
-    if args.fixed_ttl is not None:
-        overrides["fixed_ttl_s"] = args.fixed_ttl
     from eval.sim.run import simulate_result
 
     results = []

@@ -42,34 +42,18 @@ from workloads import Program
 # longer than that config's, which vLLM only allows when asked.
 os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
 
-# policy -> (continuum.policies name, ContinuumConfig overrides); the bench's "continuum/MODE" labels too.
-POLICY_ALIASES = {
-    "continuum/model": ("continuum", {}), "continuum/fixed": ("fixed", {}), "continuum/preserve": ("preserve", {}),
-    "continuum/oracle": ("oracle", {}), "continuum/off": ("continuum", {"ttl_mode": "off"}),
-}
-
-
-def resolve_policy(policy: str) -> tuple[str, dict]:
-    from continuum.policies import POLICIES
-
-    if policy in POLICIES:
-        return policy, {}
-    if policy in POLICY_ALIASES:
-        return POLICY_ALIASES[policy]
-    raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(list(POLICIES) + list(POLICY_ALIASES))}")
-
-
 def build_engine_scheduler(policy: str, profile: Profile, clock: VirtualClock, **overrides: Any):
-    """The scheduler `continuum serve` would load for ``policy``, over the profile's KV pool."""
+    """The scheduler `continuum serve --policy POLICY` would load, over the profile's KV pool. ``overrides``:
+    component settings (`continuum.policies.resolve`); a Continuum policy's TTL rule gets the profile's reload
+    cost unless they say otherwise; vLLM's own scheduler takes none."""
     from continuum.offline import build_scheduler
-    from continuum.policies import POLICIES, scheduler_for
+    from continuum.policies import is_vllm, scheduler_for
 
-    name, extra = resolve_policy(policy)
-    kwargs = dict(extra)
-    if POLICIES[name] is not None:
-        kwargs.setdefault("reload_cost", profile.reload_cost())  # the TTL rule's R on this hardware
-        kwargs.update(overrides)
-    cls, ctor = scheduler_for(name, **kwargs)
+    if is_vllm(policy):
+        overrides = {}
+    else:
+        overrides.setdefault("reload_cost", profile.reload_cost())  # the TTL rule's R on this hardware
+    cls, ctor = scheduler_for(policy, **overrides)
     sched = build_scheduler(cls, num_blocks=profile.num_blocks, block_size=profile.block_size, model="tiny",
                             max_model_len=profile.max_model_len, max_num_seqs=profile.max_num_seqs,
                             max_num_batched_tokens=profile.max_num_batched_tokens, **ctor)

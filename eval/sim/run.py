@@ -15,7 +15,8 @@ import numpy as np
 
 from eval.metrics import percentiles, summarize
 from eval.replay import fit_program
-from eval.sim.engine import Engine, resolve_policy
+from continuum.policies import is_vllm, resolve
+from eval.sim.engine import Engine
 from eval.sim.isolated import isolated_jct
 from eval.sim.profiles import Profile, get_profile
 from workloads import Program, assign_arrivals
@@ -40,13 +41,15 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     """Simulate ``programs`` under ``policy`` on ``profile`` at ``jps`` programs/s (seeded Poisson arrivals;
     None keeps the programs' own ``arrival_s``). Returns the result dict.
 
-    ``policy``: a `continuum.policies` name (vllm, continuum, fixed, preserve, plas, oracle) or a bench label
-    (``continuum/MODE``). ``policy_overrides``: ContinuumConfig fields (e.g. ``pin_cap``).
+    ``policy``: a `continuum.policies` preset (``continuum policies`` lists them) or a bench label
+    (``continuum/MODE``). ``policy_overrides``: component settings (e.g. ``pin_cap``, ``terms``, ``knobs``);
+    vLLM's own scheduler ignores them.
     ``engine_out``: if a list, the finished `Engine` is appended to it (tests inspect the scheduler).
     """
     if not programs:
         raise ValueError("no programs to simulate")
-    resolve_policy(policy)  # fail early on a bad name
+    overrides = policy_overrides or {}
+    config = None if is_vllm(policy) else resolve(policy, **overrides)  # fail early on a bad name or setting
     prof = profile if isinstance(profile, Profile) else get_profile(profile or DEFAULT_PROFILE)
     progs = prepare(programs, prof, jps, seed)
     t0 = time.perf_counter()
@@ -73,8 +76,8 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     workload = progs[0].workload if len({p.workload for p in progs}) == 1 else None
     result = summarize(records, policy=policy, jps=jps, mode="sim", workload=workload,
                        pins=engine.pin_counters(), sched_step_ms=sched_ms,
-                       meta={"seed": seed, "policy_resolved": resolve_policy(policy)[0],
-                             "policy_overrides": policy_overrides or {}, **(meta or {})})
+                       meta={"seed": seed, "policy_config": config.model_dump(exclude={"control_addr"})
+                             if config is not None else None, "policy_overrides": overrides, **(meta or {})})
     slow = []
     for row, rec, a in zip(result["per_program"], records, alone):
         row["alone_s"] = round(a, 6)

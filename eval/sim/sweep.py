@@ -17,9 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from continuum.config import ConfigError
+from continuum.policies import PRESETS, is_vllm, resolve
+from continuum.policy_flags import add_policy_flags, overrides_from_args
 from eval.sim.run import DEFAULT_PROFILE, simulate_result
 
-ORDER = ("vllm", "continuum", "fixed", "preserve", "plas", "oracle")
+ORDER = tuple(PRESETS)
 
 
 def sim_table(results: Sequence[dict[str, Any]]) -> str:
@@ -74,18 +77,27 @@ def write_sim_report(results: Sequence[dict[str, Any]], out_dir: Path, title: st
     return report
 
 
+def _one(job: tuple) -> dict[str, Any]:
+    programs, pol, profile, jps, seed, progress, overrides = job
+    t0 = time.perf_counter()
+    r = simulate_result(programs, pol, profile, jps, seed, progress=progress, policy_overrides=overrides)
+    print(f"[sweep] {pol} jps={jps:g}: mean JCT {r['jct_s']['mean']:.1f} s, p95 {r['jct_s']['p95']:.1f} s, "
+          f"slowdown {r['slowdown']['mean']:.2f}, hits {100 * r['prefix_hit_rate']:.1f}%, "
+          f"{time.perf_counter() - t0:.0f} s wall", file=sys.stderr, flush=True)
+    return r
+
+
 def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profile: str, seed: int,
-          progress: bool = True) -> list[dict[str, Any]]:
-    results = []
-    for jps in rates:
-        for pol in policies:
-            t0 = time.perf_counter()
-            r = simulate_result(programs, pol, profile, jps, seed, progress=progress)
-            results.append(r)
-            print(f"[sweep] {pol} jps={jps:g}: mean JCT {r['jct_s']['mean']:.1f} s, p95 {r['jct_s']['p95']:.1f} s, "
-                  f"slowdown {r['slowdown']['mean']:.2f}, hits {100 * r['prefix_hit_rate']:.1f}%, "
-                  f"{time.perf_counter() - t0:.0f} s wall", file=sys.stderr, flush=True)
-    return results
+          progress: bool = True, overrides: dict | None = None, jobs: int = 1) -> list[dict[str, Any]]:
+    """Every policy at every rate; ``jobs`` > 1 runs that many simulations at once (separate processes)."""
+    work = [(programs, pol, profile, jps, seed, progress and jobs == 1, overrides or {})
+            for jps in rates for pol in policies]
+    if jobs <= 1:
+        return [_one(w) for w in work]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(_one, work))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,13 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-plots", dest="plots", action="store_false")
+    p.add_argument("--jobs", type=int, default=1, help="simulations run at once (default 1)")
+    add_policy_flags(p)
     a = p.parse_args(argv)
+    overrides = overrides_from_args(a)
     programs = read_trace(a.trace)
     programs = programs[: a.limit] if a.limit else programs
     rates = [float(x) for x in a.jps.split(",") if x.strip()]
     pols = [x.strip() for x in a.policies.split(",") if x.strip()]
+    try:
+        for pol in pols:
+            if not is_vllm(pol):
+                resolve(pol, **overrides)
+    except ConfigError as exc:
+        p.error(f"--policies: {exc}")
     t0 = time.perf_counter()
-    results = sweep(programs, pols, rates, a.profile, a.seed, a.progress)
+    results = sweep(programs, pols, rates, a.profile, a.seed, a.progress, overrides, a.jobs)
     wall = time.perf_counter() - t0
     notes = [f"simulated: {len(programs)} programs of {a.trace}, profile {a.profile}, seed {a.seed}; "
              f"{len(results)} runs in {wall:.0f} s of wall time on this machine"]
