@@ -77,6 +77,12 @@ class ContinuumConfig(BaseModel):
 
         return self.knobs.get(name, knob_default(name))
 
+    def knobs_of(self, component: str) -> dict[str, float]:
+        """Every knob of ``component`` with its value here (override or default), by short name."""
+        from continuum.policies import knobs_of
+
+        return {k: self.knobs.get(f"{component}.{k}", v) for k, v in knobs_of(component).items()}
+
     def to_env(self) -> str:
         return self.model_dump_json()
 

@@ -67,7 +67,7 @@ class EngineControl:
                 "predictor": s.ttl.state(),
                 "admission": s.admission.state(),
                 "phase": s.phases.state() if s.phases.enabled else None,
-                "classes": {"be_preempted_for_ls": s.classes.preempted} if s.classes.enabled else None,
+                "preempted_for_waiting": s.preemption.count,
                 "sched_step_ms": {"mean": 1e3 * sum(steps) / len(steps) if steps else 0.0,
                                   "p99": 1e3 * steps[int(0.99 * (len(steps) - 1))] if steps else 0.0},
             }

@@ -1,11 +1,12 @@
 """The waiting queue: a vLLM `RequestQueue` ordered by a key the scheduler's components compose.
 
-A request's key is ``(held, class, tier, level, order...)``, lower first:
+A request's key is ``(held, class, level, tier, order...)``, lower first:
 
 - ``held``: 1 while its program waits at the door (admission), else 0;
 - ``class``: 0 latency-sensitive, 1 best-effort (`continuum.classes`; 0 for all when classes are off);
-- ``tier`` and ``order``: the base ordering (below): preempted work first, then what the ordering prefers;
-- ``level``: the sum of the active priority terms (`continuum.priority`; 0 when there are none).
+- ``level``: the sum of the active priority terms (`continuum.priority`; 0 when there are none), so a demoted
+  request waits behind a newcomer even when it was preempted, as in MLFQ;
+- ``tier`` and ``order``: the base ordering (below): preempted work first, then what the ordering prefers.
 
 Keys depend on state that changes between steps (a pin taken, a program admitted, time passing for aging). The
 scheduler marks the queue ``dirty`` when such state changes for a program that has a request waiting, and asks
@@ -110,7 +111,7 @@ def compose_key(sched: Any, ordering: str) -> Key:
 
     def key(r: Request) -> tuple:
         tier, *rest = base(r)
-        return (held(r), rank(r), tier, levels.level(r), *rest)
+        return (held(r), rank(r), levels.level(r), tier, *rest)
 
     def plain(r: Request) -> tuple:
         return (0, *base(r))

@@ -134,6 +134,11 @@ def _knob(name: str) -> Knob:
     return found[0].knobs[knob]
 
 
+def knobs_of(component: str) -> dict[str, float]:
+    """The knobs of a component and their defaults."""
+    return {k: v.default for c in _COMPONENTS if c.name == component for k, v in c.knobs.items()}
+
+
 def knob_default(name: str) -> float:
     return _knob(name).default
 

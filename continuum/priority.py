@@ -8,7 +8,7 @@ first. Each term adds to the level; the registry (`continuum.policies`) document
 - ``sjf``: + ramp * (w_p * remaining prompt + w_d * remaining output) / ``scale``, where ramp = min(1, waiting
   requests / ``ramp``): short jobs first, and only as the queue grows.
 - ``las``: + tokens the *program* has been served, across its turns and preemptions, // ``chunk``.
-- ``aging``: - seconds waited / ``aging_s`` * (1 + waiting requests / ``depth``): nothing waits forever.
+- ``aging``: - whole ``aging_s`` periods waited * (1 + waiting requests / ``depth``): nothing waits forever.
 - ``locality``: - ``boost`` * the fraction of the prompt in the prefix cache *when the request arrives* (so a new
   request gets it too, not only one that was scheduled before).
 - ``backpressure``: + ``penalty`` while the request's client has ``lag_tokens`` streamed tokens it has not read;
@@ -32,7 +32,7 @@ class Term:
 
     def __init__(self, cfg: ContinuumConfig, sched: Any) -> None:
         self.sched = sched
-        self.knob = lambda k: cfg.knob(f"{self.name}.{k}")
+        self.k = cfg.knobs_of(self.name)  # read once: levels are computed for every waiting request
 
     def arrive(self, request: Request) -> None:
         """Called once when the request enters the scheduler."""
@@ -45,7 +45,7 @@ class Demotion(Term):
     name = "demotion"
 
     def level(self, request: Request) -> float:
-        return self.sched.served.get(request.request_id, 0) // max(1, int(self.knob("chunk")))
+        return self.sched.served.get(request.request_id, 0) // max(1, int(self.k["chunk"]))
 
 
 class SJF(Term):
@@ -53,11 +53,11 @@ class SJF(Term):
     dynamic = True  # the ramp follows the queue's length
 
     def level(self, request: Request) -> float:
-        ramp = min(1.0, len(self.sched.waiting) / max(1.0, self.knob("ramp")))
+        ramp = min(1.0, len(self.sched.waiting) / max(1.0, self.k["ramp"]))
         prefill = max(0, request.num_prompt_tokens - request.num_computed_tokens)
         decode = max(0, (request.max_tokens or 0) - request.num_output_tokens)
-        work = self.knob("prefill_weight") * prefill + self.knob("decode_weight") * decode
-        return ramp * work / max(1.0, self.knob("scale"))
+        work = self.k["prefill_weight"] * prefill + self.k["decode_weight"] * decode
+        return ramp * work / max(1.0, self.k["scale"])
 
 
 class LAS(Term):
@@ -66,7 +66,7 @@ class LAS(Term):
     def level(self, request: Request) -> float:
         prog = self.sched.program_of(request)
         attained = prog.attained_tokens if prog is not None else self.sched.served.get(request.request_id, 0)
-        return attained // max(1, int(self.knob("chunk")))
+        return attained // max(1, int(self.k["chunk"]))
 
 
 class Aging(Term):
@@ -75,8 +75,8 @@ class Aging(Term):
 
     def level(self, request: Request) -> float:
         waited = max(0.0, self.sched.clock() - request.arrival_time)
-        speed = 1.0 + len(self.sched.waiting) / max(1.0, self.knob("depth"))
-        return -waited / max(1e-9, self.knob("aging_s")) * speed
+        speed = 1.0 + len(self.sched.waiting) / max(1.0, self.k["depth"])
+        return -(waited // max(1e-9, self.k["aging_s"])) * speed
 
 
 class Locality(Term):
@@ -90,7 +90,7 @@ class Locality(Term):
         self.cached[request.request_id] = self.sched.cached_fraction(request)
 
     def level(self, request: Request) -> float:
-        return -self.knob("boost") * self.cached.get(request.request_id, 0.0)
+        return -self.k["boost"] * self.cached.get(request.request_id, 0.0)
 
 
 class Backpressure(Term):
@@ -99,10 +99,10 @@ class Backpressure(Term):
 
     def lagging(self, request: Request) -> bool:
         sent = self.sched.delivered.get(request.request_id)
-        return sent is not None and request.num_output_tokens - sent >= self.knob("lag_tokens")
+        return sent is not None and request.num_output_tokens - sent >= self.k["lag_tokens"]
 
     def level(self, request: Request) -> float:
-        return self.knob("penalty") if self.lagging(request) else 0.0
+        return self.k["penalty"] if self.lagging(request) else 0.0
 
 
 TERMS: dict[str, type[Term]] = {t.name: t for t in (Demotion, SJF, LAS, Aging, Locality, Backpressure)}
@@ -113,14 +113,12 @@ class Levels:
 
     def __init__(self, cfg: ContinuumConfig, sched: Any, names: list[str]) -> None:
         self.all = {n: TERMS[n](cfg, sched) for n in names}
-        self.active = list(self.all.values())
+        self.set_active(list(self.all))
 
     def set_active(self, names: list[str]) -> None:
         self.active = [self.all[n] for n in names if n in self.all]
-
-    @property
-    def dynamic(self) -> bool:
-        return any(t.dynamic for t in self.active)
+        self.active_names = [t.name for t in self.active]
+        self.dynamic = any(t.dynamic for t in self.active)
 
     def arrive(self, request: Request) -> None:
         for term in self.all.values():

@@ -35,6 +35,7 @@ from continuum.engine_control import EngineControl
 from continuum.kv_pins import KVPins, pinnable_blocks
 from continuum.ordering import ProgramQueue, compose_key
 from continuum.phases import PHASE_TERMS, PhaseSwitch
+from continuum.preemption import Preemption
 from continuum.priority import Levels
 from continuum.programs import Program, ProgramRegistry
 from kvttl import ReloadCostModel, TTLPolicy
@@ -42,6 +43,9 @@ from kvttl import ReloadCostModel, TTLPolicy
 logger = init_logger(__name__)
 ORACLE_SLACK_S = 0.05  # the oracle pins a little past the true return time: the turn still has to be admitted
 NO_PROGRAM = 1 << 62  # a request without a program is its own, latest, program
+# Time-dependent keys (aging, SJF's queue ramp, class promotion, attained service) are refreshed this often;
+# their values move in steps of seconds, so a quarter second keeps the order right at a fraction of the cost.
+RESORT_EVERY_S = 0.25
 
 
 def program_id_of(request: Request) -> str | None:
@@ -78,6 +82,7 @@ class ContinuumMixin:
         self.delivered: dict[str, int] = {}  # request id -> streamed tokens its client has read
         self.step_times: list[float] = []
         self.next_idle_check = 0.0
+        self.next_resort = 0.0
         self.phases = PhaseSwitch(cfg, lambda: self.clock())
         self.levels = Levels(cfg, self, cfg.terms + (PHASE_TERMS if self.phases.enabled else []))
         self.levels.set_active(cfg.terms)
@@ -86,6 +91,7 @@ class ContinuumMixin:
         # Preemption picks max(priority, arrival): we set priority (see `_priority`).
         self.policy = SchedulingPolicy.PRIORITY
         self.rich_priority = self.classes.enabled or bool(self.levels.all)
+        self.preemption = Preemption(self, enabled=self.rich_priority)
         self.track_service = cfg.ordering == "plas" or bool(self.levels.all)
         self.waiting = ProgramQueue(compose_key(self, cfg.ordering))
         self._allocate_slots = self.kv_cache_manager.allocate_slots
@@ -119,13 +125,17 @@ class ContinuumMixin:
     def cached_fraction(self, request: Request) -> float:
         return self.cached_tokens(request) / max(1, request.num_tokens)
 
+    def urgency(self, request: Request) -> tuple:
+        """(class, level) of a request: what priority preemption compares."""
+        return (self.classes.rank(request), self.levels.level(request))
+
     def _priority(self, request: Request, prog: Program | None, last_step: bool) -> Any:
         """vLLM preempts the running request with the highest priority: the latest-arriving program's, unless
         components rank requests (then class and level first); a program's last step is protected."""
         order = prog.order if prog is not None else NO_PROGRAM
         if not self.rich_priority:
             return -1 if last_step else order
-        return (-1 if last_step else 0, self.classes.rank(request), self.levels.level(request), order)
+        return (-1 if last_step else 0, *self.urgency(request), order)
 
     # -- vLLM seams -----------------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -157,7 +167,7 @@ class ContinuumMixin:
             self._end_idle_programs()
             self.admission.step()
             self._prepare_order()
-            self.classes.make_room()
+            self.preemption.make_room()
             out = super().schedule(*args, **kwargs)
             self._after_admission(out)
             self.step_times.append(time.perf_counter() - t0)
@@ -166,23 +176,29 @@ class ContinuumMixin:
             return out
 
     def _prepare_order(self) -> None:
-        """Re-sort the waiting queue only when a key may have changed; refresh running priorities and caps."""
+        """Re-sort the waiting queue when a key may have changed: at once when a program's state changed (the
+        queue is dirty), every RESORT_EVERY_S while a time-dependent component is active. Then refresh the
+        running requests' priorities (preemption victims) and hold back lagging streams (backpressure)."""
+        now = self.clock()
         active = self.phases.update(len(self.waiting))
-        if active is not None and [t.name for t in self.levels.active] != active:
+        if active is not None and self.levels.active_names != active:
             self.levels.set_active(active)
             self.waiting.dirty = True
-        if self.rich_priority:
-            for request in self.running:
-                request.priority = self._priority(request, self.program_of(request),
-                                                  bool(hints_of(request).get("is_last_step")))
-            if (bp := self.levels.backpressure()) is not None:
-                for request in self.running:
-                    if bp.lagging(request):  # hold it out of the next decode step: its lag stops growing
-                        request.next_decode_eligible_step = max(request.next_decode_eligible_step,
-                                                                self.current_step + 2)
-        if self.waiting.dirty or self.levels.dynamic or self.classes.enabled or \
-                self.continuum.ordering == "plas":
+        timed = self.levels.dynamic or self.classes.enabled or self.continuum.ordering == "plas"
+        due = now >= self.next_resort
+        if self.waiting.dirty or (timed and due):
             self.waiting.resort()
+        if due:
+            self.next_resort = now + RESORT_EVERY_S
+            if self.rich_priority:  # service received moves running requests' levels (demotion, LAS)
+                for request in self.running:
+                    request.priority = self._priority(request, self.program_of(request),
+                                                      bool(hints_of(request).get("is_last_step")))
+        if (bp := self.levels.backpressure()) is not None:
+            for request in self.running:
+                if bp.lagging(request):  # out of the next decode step: its unread backlog stops growing
+                    request.next_decode_eligible_step = max(request.next_decode_eligible_step,
+                                                            self.current_step + 2)
 
     def _after_admission(self, out: Any) -> None:
         """Newly admitted turns have taken their prefix hits: their program's pin has done its job."""
