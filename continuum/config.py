@@ -35,6 +35,7 @@ class ContinuumConfig(BaseModel):
     classes: str = "off"
     phase: str = "off"
     admission: str = "open"
+    work: str = "model"  # where a program's predicted remaining work comes from
     knobs: dict[str, float] = Field(default_factory=dict)  # "component.knob" -> value; defaults in the registry
     # A program with no turn for this long (and no end call) is ended: its pin released, its state dropped.
     idle_end_s: float = Field(600.0, gt=0)
@@ -49,7 +50,7 @@ class ContinuumConfig(BaseModel):
         except ValidationError as exc:  # one plain message naming the field, like the CLI's
             raise ConfigError(_first_error(exc)) from None
 
-    @field_validator("ttl_mode", "ordering", "classes", "phase", "admission")
+    @field_validator("ttl_mode", "ordering", "classes", "phase", "admission", "work")
     @classmethod
     def _known_component(cls, value: str, info: Any) -> str:
         from continuum.policies import check_component
@@ -93,7 +94,7 @@ class ContinuumConfig(BaseModel):
 
 
 _KIND_OF_FIELD = {"ttl_mode": "retention", "ordering": "ordering", "classes": "classes", "phase": "phase",
-                  "admission": "admission"}
+                  "admission": "admission", "work": "work"}
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -98,7 +98,14 @@ def base_key(ordering: str, sched: Any) -> Key:
         # Autellix-style: the program that has received the least service so far goes first.
         return (0 if was_preempted(r) else 1, sched.attained_service(r), r.arrival_time)
 
-    keys = {"program-fcfs": program_fcfs, "fcfs": fcfs, "plas": plas}
+    def srpt(r: Request) -> tuple:
+        # Shortest predicted remaining work first; each second waited counts as a second less of work (aging).
+        tier = 0 if was_preempted(r) else 1 if sched.is_pinned(r) else 2
+        prog = sched.program_of(r)
+        work = prog.prediction.seconds if prog is not None and prog.prediction is not None else 0.0
+        return (tier, work - (sched.clock() - r.arrival_time), r.arrival_time)
+
+    keys = {"program-fcfs": program_fcfs, "fcfs": fcfs, "plas": plas, "srpt": srpt}
     if ordering not in keys:
         raise ValueError(f"unknown ordering {ordering!r}; choose from {', '.join(keys)}")
     return keys[ordering]

@@ -9,7 +9,9 @@ A policy is one component of each kind, which the scheduler consults at vLLM's s
   fork's features);
 - **classes**: latency-sensitive vs best-effort requests (`continuum.classes`; QLLM);
 - **phase**: which terms are active, switched by load (`continuum.phases`);
-- **admission**: when a new program may start (`continuum.admission`).
+- **admission**: when a new program may start (`continuum.admission`);
+- **work**: where a program's predicted remaining work comes from (`kvttl.program_work`), which admission and
+  the ``srpt`` ordering use.
 
 A preset names a composition; component settings (``--ordering``, ``--ttl-mode``, ``--knob demotion.chunk=512``,
 ...) override it. ``continuum serve --policy``, ``continuum sim``, ``continuum bench`` and the sweep all resolve a
@@ -24,7 +26,7 @@ from typing import Any, Mapping
 
 from continuum.config import ConfigError, ContinuumConfig
 
-KINDS = ("retention", "ordering", "term", "classes", "phase", "admission")
+KINDS = ("retention", "ordering", "term", "classes", "phase", "admission", "work")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ _COMPONENTS = [
     _c("ordering", "program-fcfs", "preempted, then returning turns of pinned programs, then program first "
                                    "arrival"),
     _c("ordering", "plas", "preempted, then the program with the least attained service (Autellix)"),
+    _c("ordering", "srpt", "preempted, then pinned returning turns, then the program with the shortest predicted "
+                           "remaining work minus its wait (aging, in seconds, so nothing waits forever)"),
     _c("term", "demotion", "MLFQ: a request drops one level per `chunk` tokens it has been served (kept "
                            "across preemption)", chunk=(256, "tokens of service per level")),
     _c("term", "sjf", "shortest job first: levels for remaining prefill and decode tokens, weighted by queue "
@@ -86,6 +90,11 @@ _COMPONENTS = [
        hysteresis=(0.05, "margin around each threshold"), dwell_s=(5.0, "minimum seconds in a phase"),
        bypass_queue=(4, "waiting requests below which the plain order is used")),
     _c("admission", "open", "every program starts at once (vLLM's behaviour)"),
+    _c("admission", "memory", "a new program waits at the door until the KV pool holds the working sets of the "
+                              "admitted programs plus its own", horizon=(1, "turns of predicted context growth "
+                                                                            "counted in a working set")),
+    _c("work", "model", "predicted from the program's turns so far and completed programs' statistics"),
+    _c("work", "oracle", "the true future, told by the client in vllm_xargs.future (simulator only)"),
 ]
 COMPONENTS: dict[tuple[str, str], Component] = {(c.kind, c.name): c for c in _COMPONENTS}
 
@@ -98,12 +107,19 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "vllm": Preset(None, "vLLM's own scheduler, untouched: the baseline"),
-    "continuum": Preset({"ttl_mode": "model", "ordering": "program-fcfs"}, "Continuum: TTL rule + program-first"),
+    "continuum": Preset({"ttl_mode": "model", "ordering": "srpt", "admission": "memory"},
+                        "Continuum: TTL rule + memory-aware program admission + shortest remaining program first"),
+    "continuum-ttl": Preset({"ttl_mode": "model", "ordering": "program-fcfs"},
+                            "Continuum without admission: TTL rule + program-first order"),
+    "clairvoyant": Preset({"ttl_mode": "oracle", "ordering": "srpt", "admission": "memory", "work": "oracle"},
+                          "knows every program's future: the bound (simulator)"),
     "fixed": Preset({"ttl_mode": "fixed", "ordering": "program-fcfs"}, "the public Continuum code's fixed TTL"),
     "preserve": Preset({"ttl_mode": "preserve", "ordering": "program-fcfs"}, "InferCept-style keep until return"),
     "plas": Preset({"ttl_mode": "off", "ordering": "plas"}, "Autellix-style program least attained service"),
     "oracle": Preset({"ttl_mode": "oracle", "ordering": "program-fcfs"}, "knows true tool times (simulator)"),
     "fcfs": Preset({"ttl_mode": "off", "ordering": "fcfs"}, "vLLM's order through Continuum's scheduler"),
+    "vllm-admit": Preset({"ttl_mode": "off", "ordering": "fcfs", "admission": "memory"},
+                         "vLLM's order, no pins, with memory-aware program admission"),
     "mlfq": Preset({"ttl_mode": "off", "ordering": "fcfs", "terms": ["demotion", "aging"]},
                    "the MLFQ fork's default: token demotion with aging, no pins"),
     "continuum-mlfq": Preset({"ttl_mode": "model", "ordering": "program-fcfs", "terms": ["demotion", "aging"]},
@@ -199,7 +215,7 @@ def describe() -> str:
             f"{k}={'+'.join(v) if isinstance(v, list) else v}" for k, v in s.items() if v)
         lines.append(f"  {name:<15} {preset.doc}  [{comp}]")
     flags = {"retention": "--ttl-mode", "ordering": "--ordering", "term": "--terms a,b", "classes": "--classes",
-             "phase": "--phase", "admission": "--admission"}
+             "phase": "--phase", "admission": "--admission", "work": "--work"}
     for kind in KINDS:
         lines += ["", f"{kind} ({flags[kind]}):"]
         for c in (c for c in _COMPONENTS if c.kind == kind):

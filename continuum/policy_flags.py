@@ -15,7 +15,7 @@ from continuum.policies import names
 
 _CHOICE_FLAGS = {"ttl_mode": ("--ttl-mode", "retention"), "ordering": ("--ordering", "ordering"),
                  "classes": ("--classes", "classes"), "phase": ("--phase", "phase"),
-                 "admission": ("--admission", "admission")}
+                 "admission": ("--admission", "admission"), "work": ("--work", "work")}
 
 
 def knob_arg(text: str) -> tuple[str, float]:

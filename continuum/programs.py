@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from kvttl import Prediction, Progress
 
 
 @dataclass
@@ -19,9 +22,15 @@ class Program:
     attained_tokens: int = 0  # tokens scheduled so far (least-attained-service ordering)
     cached_tokens: int = 0  # prompt tokens served from the prefix cache on admission
     last_context_tokens: int = 0
+    context_tokens: int = 0  # its context now: the turn in flight's prompt + max output, or what the last left
     running: set[str] = field(default_factory=set)  # request ids in flight
     ended: bool = False
     ended_at: float | None = None
+    admitted: bool = True  # False while it waits at the door (program admission)
+    last_arrival: float = 0.0
+    progress: Progress = field(default_factory=Progress)  # what the remaining-work predictor sees
+    prediction: Prediction | None = None  # its remaining work, refreshed when a turn arrives or finishes
+    future: dict[str, Any] | None = None  # the true future, when a clairvoyant client tells it (simulator)
 
     def summary(self) -> dict:
         return {
@@ -34,6 +43,8 @@ class Program:
             "last_context_tokens": self.last_context_tokens,
             "cached_tokens": self.cached_tokens,
             "ended": self.ended,
+            "admitted": self.admitted,
+            "predicted_remaining_s": round(self.prediction.seconds, 3) if self.prediction else None,
         }
 
 
@@ -62,7 +73,7 @@ class ProgramRegistry:
         """A turn of ``program_id`` arrived; a program that had ended starts afresh."""
         prog = self._programs.get(program_id)
         if prog is None or prog.ended:
-            prog = Program(program_id, self._next_order, now)
+            prog = Program(program_id, self._next_order, now, last_arrival=now)
             self._next_order += 1
             self._programs[program_id] = prog
         prog.turns += 1

@@ -38,7 +38,7 @@ from continuum.phases import PHASE_TERMS, PhaseSwitch
 from continuum.preemption import Preemption
 from continuum.priority import Levels
 from continuum.programs import Program, ProgramRegistry
-from kvttl import ReloadCostModel, TTLPolicy
+from kvttl import Prediction, ProgramWork, ReloadCostModel, TTLPolicy, oracle_prediction
 
 logger = init_logger(__name__)
 ORACLE_SLACK_S = 0.05  # the oracle pins a little past the true return time: the turn still has to be admitted
@@ -87,6 +87,7 @@ class ContinuumMixin:
         self.levels = Levels(cfg, self, cfg.terms + (PHASE_TERMS if self.phases.enabled else []))
         self.levels.set_active(cfg.terms)
         self.classes = Classes(cfg, self)
+        self.work = ProgramWork(self.ttl.remaining)  # predicted remaining work (admission, srpt order)
         self.admission = make_admission(cfg, self)
         # Preemption picks max(priority, arrival): we set priority (see `_priority`).
         self.policy = SchedulingPolicy.PRIORITY
@@ -142,7 +143,7 @@ class ContinuumMixin:
         with self.lock:
             pid = program_id_of(request)
             hints = hints_of(request)
-            prog = self._arrive(pid, request) if pid is not None else None
+            prog = self._arrive(pid, request, hints) if pid is not None else None
             self.classes.arrive(request, hints, request.priority)  # the client's OpenAI priority, before ours
             self.levels.arrive(request)
             if self.phases.enabled:
@@ -150,7 +151,7 @@ class ContinuumMixin:
             request.priority = self._priority(request, prog, bool(hints.get("is_last_step")))
             super().add_request(request)
 
-    def _arrive(self, pid: str, request: Request) -> Program:
+    def _arrive(self, pid: str, request: Request, hints: dict) -> Program:
         now = self.clock()
         prog = self.programs.arrive(pid, now)
         prog.running.add(request.request_id)
@@ -158,7 +159,24 @@ class ContinuumMixin:
             self.ttl.observe_tool(prog.last_tool, max(0.0, now - prog.last_finish))
             if pid not in self.pins:
                 self.miss_waits[request.request_id] = now
+        if prog.turns > 1:
+            self.work.observe_gap(now - prog.last_arrival)
+            prog.progress.seconds = now - prog.first_arrival
+        prog.last_arrival = now
+        prog.context_tokens = request.num_prompt_tokens + (request.max_tokens or 0)
+        prog.prediction = self._predict(prog, hints, finished=False)
+        self.admission.arrive(request, prog)
         return prog
+
+    def _predict(self, prog: Program, hints: dict, finished: bool) -> Prediction:
+        """The program's remaining work: from the model, or from the true future the client tells (oracle)."""
+        future = hints.get("future") if self.continuum.work == "oracle" else None
+        if not isinstance(future, dict):
+            return self.work.predict(prog.progress)
+        done = 1 if finished else 0
+        latency = self.work.turn_latency.value(0.0)
+        return oracle_prediction(int(future.get("turns_left", 1)) - done, float(future.get("tool_s_left", 0.0)),
+                                 int(future.get("growth_left", 0)) - done * int(future.get("output", 0)), latency)
 
     def schedule(self, *args: Any, **kwargs: Any):
         with self.lock:
@@ -184,7 +202,7 @@ class ContinuumMixin:
         if active is not None and self.levels.active_names != active:
             self.levels.set_active(active)
             self.waiting.dirty = True
-        timed = self.levels.dynamic or self.classes.enabled or self.continuum.ordering == "plas"
+        timed = self.levels.dynamic or self.classes.enabled or self.continuum.ordering in ("plas", "srpt")
         due = now >= self.next_resort
         if self.waiting.dirty or (timed and due):
             self.waiting.resort()
@@ -277,12 +295,23 @@ class ContinuumMixin:
             prog.running.discard(rid)  # before the pin is taken: no request of it waits any more
         result = super()._free_request(request, delay_free_blocks)
         if prog is not None:
-            prog.finished_turns += 1
-            prog.last_finish = self.clock()
-            prog.last_context_tokens = request.num_tokens
-            if hints_of(request).get("is_last_step"):
-                self._end(prog)
+            self._turn_finished(prog, request)
         return result
+
+    def _turn_finished(self, prog: Program, request: Request) -> None:
+        hints = hints_of(request)
+        now = self.clock()
+        # A first turn's context is the task itself, not growth; later turns add tool output and answers.
+        growth = request.num_tokens - prog.last_context_tokens if prog.finished_turns > 0 else None
+        self.work.observe_turn(now - request.arrival_time, growth)
+        prog.progress.turns += 1
+        prog.progress.growth_tokens += max(0, growth or 0)
+        prog.finished_turns += 1
+        prog.last_finish = now
+        prog.last_context_tokens = prog.context_tokens = request.num_tokens
+        prog.prediction = self._predict(prog, hints, finished=True)
+        if hints.get("is_last_step"):
+            self._end(prog)
 
     def update_from_output(self, *args: Any, **kwargs: Any):
         with self.lock:
@@ -311,6 +340,7 @@ class ContinuumMixin:
 
     def _end(self, prog: Program) -> None:
         self.pins.release(prog.program_id, "end")
+        self.admission.end(prog)
         if not prog.ended:
             self.ttl.observe_program_end(prog.finished_turns)
             self.programs.end(prog.program_id, self.clock())

@@ -9,6 +9,7 @@ simulator both drive it through opaque block handles and explicit timestamps.
 - :mod:`kvttl.estimators`  T (queueing delay of misses) and eta (remaining turns)
 - :mod:`kvttl.policy`      retention modes ``model``, ``fixed``, ``preserve``, ``off``
 - :mod:`kvttl.pin_table`   pins by program, expiry order, cap, pressure victims, counters
+- :mod:`kvttl.program_work` a program's predicted remaining turns, seconds and context growth
 - :mod:`kvttl.microbench`  ``python -m kvttl.microbench``: cost of one TTL decision
 """
 
@@ -16,6 +17,7 @@ from .estimators import QueueDelayEstimator, RemainingWorkEstimator
 from .pin_table import RELEASE_REASONS, PinInfo, PinResult, PinTable
 from .policy import MODES, Decision, TTLPolicy
 from .predictor import STAGES, ToolDurationPredictor
+from .program_work import Prediction, ProgramWork, Progress, oracle_prediction
 from .reload_cost import ReloadCostModel
 from .ttl_rule import choose_ttl, hit_probability, solve_ttl
 from .window import SortedWindow
@@ -28,6 +30,9 @@ __all__ = [
     "PinInfo",
     "PinResult",
     "PinTable",
+    "Prediction",
+    "ProgramWork",
+    "Progress",
     "QueueDelayEstimator",
     "ReloadCostModel",
     "RemainingWorkEstimator",
@@ -36,5 +41,6 @@ __all__ = [
     "ToolDurationPredictor",
     "choose_ttl",
     "hit_probability",
+    "oracle_prediction",
     "solve_ttl",
 ]

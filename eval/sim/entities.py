@@ -8,8 +8,9 @@ therefore its prefix-cache block hashes, are the same in every run with the same
 prompt extends exactly the tokens whose KV the previous turn left in the cache.
 
 Requests carry what a Continuum client sends: ``session_id`` = program id, and in ``extra_args`` the ``tool``
-the turn will call (when it calls one), ``is_last_step`` on the last turn, and ``tool_s``, the true duration of
-the tool call that follows (only the ``oracle`` policy reads it).
+the turn will call (when it calls one), ``is_last_step`` on the last turn, ``tool_s``, the true duration of
+the tool call that follows (only the ``oracle`` retention reads it), and ``future``, what the program will still
+do (only the ``oracle`` work predictor, i.e. the ``clairvoyant`` preset, reads it).
 
 Context length: programs are fitted to the engine's ``max_model_len`` before the run with the replay's
 `fit_program` (a program whose final context is longer is scaled down proportionally, turn by turn, keeping its
@@ -108,7 +109,7 @@ class SimProgram:
             prompt = prompt[: self.max_model_len - out]
             self.clipped_turns += 1
         self.history = prompt
-        xargs: dict[str, Any] = {"is_last_step": last, "tool_s": float(turn.tool_s)}
+        xargs: dict[str, Any] = {"is_last_step": last, "tool_s": float(turn.tool_s), "future": self.future(k, out)}
         if turn.tool:
             xargs["tool"] = turn.tool
         params = SamplingParams(max_tokens=out, ignore_eos=True, extra_args=xargs)
@@ -119,6 +120,12 @@ class SimProgram:
         record = TurnRecord(index=k, prompt_tokens=len(prompt), sent_s=now)
         self.record.turns.append(record)
         return Pending(self, k, request, output_ids, record, now)
+
+    def future(self, k: int, output: int) -> dict[str, Any]:
+        """The program's true future from turn ``k`` on (this turn included), for the clairvoyant policy."""
+        rest = self.program.turns[k:]
+        return {"turns_left": len(rest), "tool_s_left": float(sum(t.tool_s for t in rest)), "output": output,
+                "growth_left": output + sum(t.new_input_tokens + t.output_tokens for t in rest[1:])}
 
     def finish_turn(self, pending: Pending) -> None:
         """The turn's request finished: its outputs extend the history; the next turn is due after the tool."""
