@@ -43,6 +43,10 @@ class OpenAdmission:
     def end(self, prog: Program) -> None:
         """A program ended."""
 
+    def reserves(self, prog: Program) -> bool:
+        """Whether the program's working set is set aside in the admission budget."""
+        return False
+
     def step(self) -> None:
         """Before each step: admit what may start now."""
 
@@ -77,6 +81,9 @@ class MemoryAdmission(OpenAdmission):
         self.door[prog.program_id] = request
         self.held_total += 1
         self.pending = True
+
+    def reserves(self, prog: Program) -> bool:
+        return prog.program_id in self.active
 
     def end(self, prog: Program) -> None:
         if self.active.pop(prog.program_id, None) is not None or self.door.pop(prog.program_id, None) is not None:

@@ -278,6 +278,10 @@ class ContinuumMixin:
             if last or not isinstance(tool_s, (int, float)):
                 return 0.0, 0.0
             return float(tool_s) + ORACLE_SLACK_S, self.ttl.reload_model.seconds(context_tokens)
+        if self.continuum.ttl_mode == "model" and self.admission.reserves(prog) and not last:
+            # The rule weighs what a pin saves against the memory it holds meanwhile. Admission has already set
+            # this program's working set aside, so holding it costs the others nothing: keep it until return.
+            return math.inf, self.ttl.reload_model.seconds(context_tokens)
         decision = self.ttl.decide(prog.last_tool, context_tokens, prog.finished_turns + 1, last_step=last)
         return decision.ttl_s, decision.benefit_s
 

@@ -112,6 +112,8 @@ class SimProgram:
         xargs: dict[str, Any] = {"is_last_step": last, "tool_s": float(turn.tool_s), "future": self.future(k, out)}
         if turn.tool:
             xargs["tool"] = turn.tool
+        if (cls := (self.program.meta or {}).get("class")) is not None:
+            xargs["class"] = cls  # latency-sensitive "ls" or best-effort "be" (the ls-be classes)
         params = SamplingParams(max_tokens=out, ignore_eos=True, extra_args=xargs)
         request = Request(request_id=f"{self.id}#{k}", prompt_token_ids=prompt, sampling_params=params,
                           pooling_params=None, arrival_time=now, block_hasher=block_hasher(self.block_size),
