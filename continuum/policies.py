@@ -122,11 +122,11 @@ PRESETS: dict[str, Preset] = {
                          "vLLM's order, no pins, with memory-aware program admission"),
     "mlfq": Preset({"ttl_mode": "off", "ordering": "fcfs", "terms": ["demotion", "aging"]},
                    "the MLFQ fork's default: token demotion with aging, no pins"),
-    "continuum-mlfq": Preset({"ttl_mode": "model", "ordering": "program-fcfs", "terms": ["demotion", "aging"]},
-                             "Continuum's pins and program-first order composed with MLFQ demotion + aging"),
-    "adaptive": Preset({"ttl_mode": "model", "ordering": "program-fcfs", "phase": "adaptive"},
-                       "Continuum with the fork's adaptive phase switching"),
-    "ls-be": Preset({"ttl_mode": "model", "ordering": "program-fcfs", "classes": "ls-be"},
+    "continuum-mlfq": Preset({"ttl_mode": "model", "ordering": "srpt", "admission": "memory",
+                              "terms": ["demotion", "aging"]}, "Continuum composed with MLFQ demotion + aging"),
+    "adaptive": Preset({"ttl_mode": "model", "ordering": "srpt", "admission": "memory", "phase": "adaptive"},
+                       "Continuum composed with the fork's adaptive phase switching"),
+    "ls-be": Preset({"ttl_mode": "model", "ordering": "srpt", "admission": "memory", "classes": "ls-be"},
                     "Continuum with latency-sensitive / best-effort classes (QLLM)"),
 }
 
