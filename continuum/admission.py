@@ -74,7 +74,7 @@ class MemoryAdmission(OpenAdmission):
     def arrive(self, request: Request, prog: Program) -> None:
         if prog.turns > 1 or not prog.admitted and prog.program_id in self.door:
             return
-        if not self.door and (not self.active or self.need(prog, request) <= self.free()):
+        if not self.door and (not self.active or self.working_set(prog) <= self.free()):
             self._admit(prog)  # room, and nobody queued ahead of it: straight in
             return
         prog.admitted = False
@@ -100,7 +100,7 @@ class MemoryAdmission(OpenAdmission):
             if prog is None or prog.ended or request.is_finished():
                 self.door.pop(request.session_id, None)
                 continue
-            need = self.need(prog, request)
+            need = self.working_set(prog)
             if self.active and need > free:
                 break  # strictly in order: aging brings the head forward, backfilling could starve it
             free -= need
@@ -123,9 +123,6 @@ class MemoryAdmission(OpenAdmission):
 
     def working_set(self, prog: Program) -> int:
         return self._blocks(prog.context_tokens + self.growth(prog))
-
-    def need(self, prog: Program, first: Request) -> int:
-        return self._blocks(first.num_prompt_tokens + (first.max_tokens or 0) + self.growth(prog))
 
     def growth(self, prog: Program) -> float:
         """Context the program is predicted to add over the next ``horizon`` turns."""

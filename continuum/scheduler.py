@@ -163,7 +163,7 @@ class ContinuumMixin:
             self.work.observe_gap(now - prog.last_arrival)
             prog.progress.seconds = now - prog.first_arrival
         prog.last_arrival = now
-        prog.context_tokens = request.num_prompt_tokens + (request.max_tokens or 0)
+        prog.context_tokens = request.num_prompt_tokens + self.work.expected_output(request.max_tokens or 0)
         prog.prediction = self._predict(prog, hints, finished=False)
         self.admission.arrive(request, prog)
         return prog
@@ -307,7 +307,7 @@ class ContinuumMixin:
         now = self.clock()
         # A first turn's context is the task itself, not growth; later turns add tool output and answers.
         growth = request.num_tokens - prog.last_context_tokens if prog.finished_turns > 0 else None
-        self.work.observe_turn(now - request.arrival_time, growth)
+        self.work.observe_turn(now - request.arrival_time, growth, request.num_output_tokens)
         prog.progress.turns += 1
         prog.progress.growth_tokens += max(0, growth or 0)
         prog.finished_turns += 1

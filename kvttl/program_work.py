@@ -58,17 +58,25 @@ class ProgramWork:
         self.turn_seconds = _Mean()
         self.turn_growth = _Mean()
         self.turn_latency = _Mean()
+        self.turn_output = _Mean()
 
-    def observe_turn(self, latency_s: float, growth_tokens: int | None) -> None:
-        """A turn of some program finished: its latency (arrival to finish) and the context it added (None for
-        a first turn, whose context is the task rather than growth)."""
+    def observe_turn(self, latency_s: float, growth_tokens: int | None, output_tokens: int = 0) -> None:
+        """A turn of some program finished: its latency (arrival to finish), the context it added (None for
+        a first turn, whose context is the task rather than growth) and the tokens it generated."""
         self.turn_latency.add(max(0.0, latency_s))
+        self.turn_output.add(max(0, output_tokens))
         if growth_tokens is not None:
             self.turn_growth.add(max(0, growth_tokens))
 
     def observe_gap(self, seconds: float) -> None:
         """A program's next turn arrived ``seconds`` after its previous one (turn latency plus tool call)."""
         self.turn_seconds.add(max(0.0, seconds))
+
+    def expected_output(self, max_tokens: int) -> int:
+        """Tokens a turn allowed ``max_tokens`` will likely generate: the mean over turns seen, at most
+        ``max_tokens`` (all of it before any turn is seen). A client that sets no limit gets vLLM's default, the
+        rest of the context window, which says nothing about the answer's length."""
+        return int(min(max_tokens, self.turn_output.value(max_tokens))) if self.turn_output.n else max_tokens
 
     def _shrunk(self, own_total: float, own_n: int, population: _Mean) -> float:
         w = self.prior_weight
@@ -82,7 +90,8 @@ class ProgramWork:
 
     def state(self) -> dict[str, float]:
         return {"turn_seconds": self.turn_seconds.value(0.0), "turn_latency_s": self.turn_latency.value(0.0),
-                "turn_growth_tokens": self.turn_growth.value(0.0), "turns_seen": self.turn_growth.n}
+                "turn_growth_tokens": self.turn_growth.value(0.0), "turn_output_tokens": self.turn_output.value(0.0),
+                "turns_seen": self.turn_latency.n}
 
 
 def oracle_prediction(turns_left: int, tool_s_left: float, growth_left: int, turn_service_s: float) -> Prediction:
