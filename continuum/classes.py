@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm.v1.request import Request
+from vllm.v1.request import Request, RequestStatus
 
 from continuum.config import ContinuumConfig
 
@@ -38,5 +38,5 @@ class Classes:
         """0 for LS (and BE that waited too long), 1 for BE; always 0 when classes are off."""
         if self.of.get(request.request_id, LS) == LS:
             return LS
-        waiting = request.status.name.startswith("WAITING") or request.status.name == "PREEMPTED"
+        waiting = request.status != RequestStatus.RUNNING
         return LS if waiting and self.sched.clock() - request.arrival_time >= self.max_wait_s else BE
