@@ -30,7 +30,7 @@ from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.request import Request
 
 from eval.metrics import ProgramRecord, TurnRecord
-from eval.replay import synthetic_ids
+from workloads.turn_plan import synthetic_ids
 from workloads import Program
 
 VOCAB = (1000, 30000)  # the replay's default synthetic id range

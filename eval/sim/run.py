@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from eval.metrics import percentiles, summarize
-from eval.replay import fit_program
+from workloads.turn_plan import fit_program
 from eval.sim.engine import Engine, resolve_policy
 from eval.sim.isolated import isolated_jct
 from eval.sim.profiles import Profile, get_profile
