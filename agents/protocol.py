@@ -9,6 +9,7 @@ each timed tool call a :class:`ToolCall`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 
 __all__ = ["SessionBase", "SessionError", "ToolCall", "TurnStats", "new_session_id", "SESSION_HEADER",
-           "KEEPALIVE_EXPIRY_S", "RETRYABLE"]
+           "KEEPALIVE_EXPIRY_S", "RETRYABLE", "prompt_digest", "check_status", "DroppedConnection"]
 
 SESSION_HEADER = "X-Session-ID"
 # vLLM's server closes a connection after 5 s idle, httpx keeps one for 5 s: a turn sent as the server closes it
@@ -65,6 +66,7 @@ class TurnStats:
     output_text: str = ""
     finish_reason: str | None = None
     attempts: int = 1
+    prompt_digest: str | None = None  # what was asked (messages or prompt), to compare turns across runs
 
     @property
     def ttft_s(self) -> float | None:
@@ -131,6 +133,15 @@ class SessionBase:
         """
         return {"extra_body": self.extra_body(tool, is_last_step), "extra_headers": {SESSION_HEADER: self.session_id}}
 
+    def litellm_kwargs(self, tool: str | None = None, is_last_step: bool | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``litellm.completion``: this server as a ``hosted_vllm`` provider, plus the
+        program id and hints::
+
+            litellm.completion(messages=..., **session.litellm_kwargs(is_last_step=True))
+        """
+        return {"model": f"hosted_vllm/{self.model}", "api_base": self.base_url + "/v1",
+                "api_key": self.api_key or "none", **self.openai_kwargs(tool, is_last_step)}
+
     def _request(self, params: dict[str, Any], tool: str | None, is_last_step: bool | None) -> dict[str, Any]:
         body = dict(params)
         if self.model is not None:
@@ -145,8 +156,9 @@ class SessionBase:
         return body
 
     # -- bookkeeping --------------------------------------------------------------------------------------------
-    def _start_turn(self) -> TurnStats:
-        return TurnStats(index=self.turns, sent_s=time.monotonic())
+    def _start_turn(self, body: dict[str, Any]) -> TurnStats:
+        asked = body.get("messages", body.get("prompt"))
+        return TurnStats(index=self.turns, sent_s=time.monotonic(), prompt_digest=prompt_digest(asked))
 
     def _finish_turn(self, stats: TurnStats, answer: dict[str, Any], first_token_s: float | None) -> None:
         stats.done_s = time.monotonic()
@@ -184,6 +196,12 @@ class SessionBase:
         self.ended = True
         self.end_status = status
         return status == 200
+
+
+def prompt_digest(asked: Any) -> str:
+    """A short, stable digest of a request's messages or prompt (equal digests: the same question)."""
+    text = json.dumps(asked, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_status(status: int, path: str, text: str) -> None:

@@ -74,7 +74,7 @@ class AgentSession(SessionBase):
              is_last_step: bool | None = None) -> dict[str, Any]:
         """POST a completion-style request carrying the program id and hints; returns the whole answer."""
         body = self._request(params, tool, is_last_step)
-        stats = self._start_turn()
+        stats = self._start_turn(body)
         try:
             try:
                 answer, first = self._send(path, body)
@@ -172,7 +172,7 @@ class AsyncAgentSession(SessionBase):
     async def post(self, path: str, params: dict[str, Any], *, tool: str | None = None,
                    is_last_step: bool | None = None) -> dict[str, Any]:
         body = self._request(params, tool, is_last_step)
-        stats = self._start_turn()
+        stats = self._start_turn(body)
         try:
             try:
                 answer, first = await self._send(path, body)
