@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import httpx
-
 from eval.agent_runs import TaskRun, summarize_runs
-from eval.bench import DEV_MODE_ENV, BenchConfig, env_set, policy_args, reset_prefix_cache, server_flags
+from eval.bench import BenchConfig, policy_args, reset_prefix_cache
 from eval.determinism import compare_outputs, format_determinism
+from eval.policy_server import PinPeak, PolicyServer, continuum_stats, served_model
 from eval.report import format_ratios, format_table, write_report
 from eval.server_stats import pin_delta
 
@@ -78,65 +76,6 @@ class AgentBenchConfig:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-class _Server:
-    """A running server for one policy: started here, or given."""
-
-    def __init__(self, label: str, cfg: AgentBenchConfig) -> None:
-        self.label, self.cfg, self.proc = label, cfg, None
-        self.base_url = cfg.base_urls.get(label, "")
-        self.args: list[str] = []
-
-    def __enter__(self) -> "_Server":
-        if self.base_url:
-            return self
-        from continuum import models
-        from continuum.launch import ServerProcess
-
-        bcfg = self.cfg.bench_config()
-        serve_policy, own = policy_args(self.label, bcfg)
-        self.args = ["--policy", serve_policy, *own, *server_flags(bcfg)]
-        model = self.cfg.model or models.DEFAULT_MODEL
-        log = self.cfg.out_dir / f"serve-{self.label.replace('/', '-')}.log"
-        self.proc = ServerProcess(model, self.args, log_path=log, startup_timeout_s=self.cfg.startup_timeout_s)
-        _log(f"[bench] starting `continuum serve {model} {' '.join(self.args)}`")
-        with env_set(DEV_MODE_ENV, "1"):
-            self.proc.start()
-        _log(f"[bench] {self.label}: server up in {self.proc.started_s:.0f}s at {self.proc.base_url}")
-        self.base_url = self.proc.base_url
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-
-def _stats(base_url: str) -> dict[str, Any] | None:
-    try:
-        r = httpx.get(base_url + "/continuum/stats", timeout=10)
-        return r.json() if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
-class _PinPeak(threading.Thread):
-    """Samples /continuum/stats while the agents run, for the peak of pinned blocks."""
-
-    def __init__(self, base_url: str) -> None:
-        super().__init__(daemon=True)
-        self.base_url, self.peak, self.stop = base_url, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(0.5):
-            s = _stats(self.base_url) or {}
-            self.peak = max(self.peak, int((s.get("pins") or {}).get("pinned_blocks", 0) or 0))
-
-
-def _served(base_url: str) -> tuple[str, int]:
-    r = httpx.get(base_url + "/v1/models", timeout=30)
-    data = r.json()["data"][0]
-    return data["id"], int(data.get("max_model_len") or 0)
 
 
 class _Workload:
@@ -207,21 +146,21 @@ def _run_policy(label: str, cfg: AgentBenchConfig, work: _Workload) -> dict[str,
 
 
 def _run_on_server(label: str, cfg: AgentBenchConfig, work: _Workload) -> dict[str, Any]:
-    with _Server(label, cfg) as server:
-        model, max_len = _served(server.base_url)
+    with PolicyServer(label, cfg.bench_config(), cfg.out_dir, cfg.base_urls.get(label)) as server:
+        model, max_len = served_model(server.base_url)
         if not work.items:
             work.choose(server.base_url, model, max_len)
         meta = {"agent": cfg.agent, "model": model, "max_model_len": max_len, "server": {"args": server.args},
                 "max_steps": cfg.max_steps, "max_tokens": cfg.max_tokens, "tool_delay": cfg.tool_delay,
                 "prefix_cache_reset": reset_prefix_cache(server.base_url), **work.meta}
-        before, peak = _stats(server.base_url), _PinPeak(server.base_url)
+        before, peak = continuum_stats(server.base_url), PinPeak(server.base_url)
         peak.start()
         t0 = time.monotonic()
         try:
             runs, workload = work.run(server.base_url, model, label)
         finally:
             peak.stop.set()
-        after = _stats(server.base_url)
+        after = continuum_stats(server.base_url)
         meta["wall_s"] = time.monotonic() - t0
         pins = pin_delta(before, after, peak.peak) if before is not None else None
         sched = (after or {}).get("sched_step_ms") if before is not None else None
@@ -238,7 +177,8 @@ def format_agent_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {r['policy']} | {100 * r.get('accuracy', 0.0):.0f}% | {sum(t['solved'] for t in ts)}/"
                      f"{len(ts)} | {sum(t['turns'] for t in ts) / n:.1f} | {sum(t['tool_s'] for t in ts) / n:.2f} "
                      f"| {sum(t['jct_s'] for t in ts) / n:.1f} | {sum(t['failed'] for t in ts)} |")
-    lines += ["", "| task | policy | solved | turns | tool s | JCT (s) | how it ended |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| task | policy | solved | turns | tool s | JCT (s) | how it ended |",
+              "|---|---|---|---|---|---|---|"]
     for task in (results[0].get("tasks") or []) if results else []:
         for r in results:
             t = next((x for x in r.get("tasks") or [] if x["id"] == task["id"]), None)
@@ -255,7 +195,7 @@ def run_agent_bench(cfg: AgentBenchConfig) -> list[dict[str, Any]]:
         raise AgentBenchError(f"unknown agent {cfg.agent!r}: choose {' or '.join(AGENTS)}")
     if not cfg.policies:
         raise AgentBenchError("need at least one policy")
-    cfg.out_dir = Path(cfg.out_dir)
+    cfg.out_dir = Path(cfg.out_dir).resolve()  # the checkouts' paths are in the agent's prompt
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     for p in cfg.policies:
         if p not in cfg.base_urls:

@@ -16,6 +16,7 @@ pool with a progress bar; :func:`summarize_runs` turns the runs into the result 
 from __future__ import annotations
 
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
@@ -51,8 +52,9 @@ class TaskRun:
 
 
 def run_tasks(fn: Callable[[T], TaskRun], items: Sequence[T], concurrency: int, desc: str,
-              progress: bool = True) -> list[TaskRun]:
-    """``fn`` over ``items`` on ``concurrency`` threads (results in input order), with a tqdm bar."""
+              ident: Callable[[T], str], progress: bool = True) -> list[TaskRun]:
+    """``fn`` over ``items`` on ``concurrency`` threads (results in input order), with a tqdm bar. A task whose
+    run raises is recorded as failed (``ident`` names it); the others go on."""
     bar = None
     if progress:
         from tqdm import tqdm
@@ -60,7 +62,12 @@ def run_tasks(fn: Callable[[T], TaskRun], items: Sequence[T], concurrency: int, 
         bar = tqdm(total=len(items), desc=desc, unit="task", file=sys.stderr, dynamic_ncols=True)
 
     def one(item: T) -> TaskRun:
-        run = fn(item)
+        t = time.monotonic()
+        try:
+            run = fn(item)
+        except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
+            run = TaskRun(id=ident(item), start_s=t, end_s=time.monotonic(), failed=True,
+                          exit_status=type(exc).__name__, error=f"{type(exc).__name__}: {exc}"[:500])
         if bar is not None:
             bar.update(1)
         return run

@@ -146,4 +146,4 @@ def run_bfcl_entries(entries: Sequence[dict[str, Any]], opts: BfclOptions, desc:
     doc_class = {k: v for be in load_bfcl_entries(categories) for k, v in be.doc_class.items()}
     with contextlib.redirect_stdout(io.StringIO()):
         return run_tasks(lambda e: _run_one(e, opts, doc_class), list(entries), opts.concurrency, desc,
-                         opts.progress)
+                         lambda e: e["id"], opts.progress)

@@ -98,4 +98,5 @@ def run_swe_tasks(tasks: Sequence[dict[str, Any]], opts: SweOptions, desc: str =
     """Every task once, ``opts.concurrency`` at a time; results in task order."""
     opts.work_dir.mkdir(parents=True, exist_ok=True)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    return run_tasks(lambda t: _run_one(t, opts), list(tasks), opts.concurrency, desc, opts.progress)
+    return run_tasks(lambda t: _run_one(t, opts), list(tasks), opts.concurrency, desc,
+                     lambda t: t["instance_id"], opts.progress)

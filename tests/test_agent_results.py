@@ -73,3 +73,16 @@ def test_bad_agent_flags_exit_2_naming_the_flag(argv, flag, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert flag in p.stderr
+
+
+def test_a_task_that_raises_is_recorded_failed_and_the_others_run():
+    from eval.agent_runs import run_tasks
+
+    def fn(n: int) -> TaskRun:
+        if n == 2:
+            raise OSError("no such checkout")
+        return TaskRun(id=str(n), start_s=0.0, end_s=1.0, solved=True)
+
+    out = run_tasks(fn, [1, 2, 3], concurrency=2, desc="t", ident=str, progress=False)
+    assert [r.id for r in out] == ["1", "2", "3"] and [r.failed for r in out] == [False, True, False]
+    assert out[1].error == "OSError: no such checkout" and not out[1].solved

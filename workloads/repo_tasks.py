@@ -87,7 +87,7 @@ def build_repos(tasks: Sequence[dict[str, Any]], dest: Path | None = None, data_
     A repository already built at its base commit is reused; one that is not is rebuilt; one whose rebuilt
     commit is not the task's ``base_commit`` (the shipped source was changed) is an error.
     """
-    dest = Path(dest or tasks_dir())
+    dest = Path(dest or tasks_dir()).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     for task in tasks:
@@ -117,6 +117,7 @@ def _head(path: Path) -> str | None:
 
 def checkout(repo: Path, commit: str, dest: Path) -> Path:
     """A fresh working copy of ``repo`` at ``commit`` in ``dest`` (replaced if it exists)."""
+    dest = Path(dest).resolve()
     shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _git(["clone", "-q", "--no-hardlinks", str(repo), str(dest)], dest.parent)
