@@ -13,6 +13,7 @@ import pytest
 from agents import AgentSession
 from agents.examples import litellm_client, mini_swe_agent, openai_client
 from continuum.launch import ServerProcess
+from eval.bench import DEV_MODE_ENV, env_set
 
 pytestmark = pytest.mark.engine
 
@@ -21,8 +22,13 @@ pytestmark = pytest.mark.engine
 def server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("adapters") / "serve.log"
     args = ["--max-model-len", "4096", "--block-size", "32", "--enable-prompt-tokens-details", "--enforce-eager"]
-    with ServerProcess("tiny", args, log_path=log) as proc:
+    proc = ServerProcess("tiny", args, log_path=log)
+    with env_set(DEV_MODE_ENV, "1"):  # /reset_prefix_cache, for the determinism probe
+        proc.start()
+    try:
         yield proc
+    finally:
+        proc.stop()
 
 
 def session_state(server, sid: str) -> dict:
@@ -123,3 +129,15 @@ def test_a_turn_cut_by_the_network_is_sent_again(server):
     assert s.retries == 1 and s.turn_stats[0].attempts == 2 and proxy.connections >= 2
     assert answer["choices"][0]["finish_reason"] == "length" and len(answer["choices"][0]["token_ids"]) == 48
     assert json.loads(json.dumps(answer))["usage"]["completion_tokens"] == 48
+
+
+def test_determinism_probe_same_schedule_repeats_bitwise(server):
+    from eval.determinism_probe import probe
+
+    out = probe(server.base_url, others=2, max_tokens=16)
+    assert out["prefix_cache_reset"] and set(out["conditions"]) == {"cold-again", "warm", "batched", "batched-warm"}
+    again = out["conditions"]["cold-again"]
+    # The control: the same question alone on an empty cache twice gives the same tokens and log-probabilities.
+    assert again["identical"] and again["max_logprob_diff"] == 0.0 and again["tokens"] == 16
+    for c in out["conditions"].values():
+        assert c["tokens"] == 16 and (c["identical"] or c["first_diff_token"] is not None)
