@@ -5,7 +5,8 @@
   program id (``session_id`` body field and ``X-Session-ID`` header) and, on the call that reaches the agent's
   step limit, ``is_last_step``. It streams each call (time to first token) and records it in
   ``model.session.turn_stats`` (prompt, cached and output tokens, output ids). A 400 from the server (a prompt
-  past the context window) is not retried: it would fail again.
+  past the context window) is not retried: it would fail again; another failed call is tried once more
+  (``MSWEA_MODEL_RETRY_STOP_AFTER_ATTEMPT``, default 2 here).
 - :class:`ContinuumEnvironment` is mini-swe-agent's local environment; it times every command as a tool call
   of the session (``session.tool_calls``).
 - :func:`end_run` ends the program on the server after ``agent.run`` (its KV cache is released at once).
@@ -32,6 +33,8 @@ from typing import Any
 os.environ.setdefault("MSWEA_SILENT_STARTUP", "1")  # no banner on import
 os.environ.setdefault("MSWEA_COST_TRACKING", "ignore_errors")  # a local model has no price
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm would fetch its price list on import
+# mini-swe-agent retries a failed call up to 10 times with waits of up to a minute; as the SDK does, try once more.
+os.environ.setdefault("MSWEA_MODEL_RETRY_STOP_AFTER_ATTEMPT", "2")
 
 import litellm  # noqa: E402
 from minisweagent.environments.local import LocalEnvironment  # noqa: E402
