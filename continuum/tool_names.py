@@ -1,7 +1,8 @@
 """Which tool an agent is about to run, read from the model's answer.
 
 OpenAI-style agents say it in ``tool_calls`` (the function name); text agents (mini-swe-agent and friends)
-put one fenced bash block in the answer, whose first word is the command. The name selects the duration
+put one fenced bash block in the answer (mini-swe-agent 2's text mode labels it ``mswea_bash_command``),
+whose first word is the command. The name selects the duration
 distribution the TTL rule uses.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-_FENCE = re.compile(r"```(?:bash|sh|shell)?[ \t]*\n(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```(?:bash|sh|shell|mswea_bash_command)?[ \t]*\n(.*?)```", re.DOTALL)
 _MAX_NAME = 64
 
 

@@ -36,8 +36,8 @@ def _vocab_range(text: str) -> tuple[int, int]:
     return a, b
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trace", required=True, help="trace JSONL (see workloads/README.md)")
+def _add_common(p: argparse.ArgumentParser, trace_required: bool = True) -> None:
+    p.add_argument("--trace", required=trace_required, help="trace JSONL (see workloads/README.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals and synthetic token ids (default 0)")
     p.add_argument("--limit", type=positive_int, help="replay only the first N programs of the trace")
     p.add_argument("--max-context", type=positive_int,
@@ -76,11 +76,11 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
                               description="Live: start `continuum serve MODEL --policy P` for each policy (same "
                                           "model, KV budget and flags), replay the trace at every rate, write "
                                           "results.json, report.md and plots. Sim: the same with the simulator.")
-    _add_common(b)
+    _add_common(b, trace_required=False)
     b.add_argument("--mode", choices=("live", "sim"), default="live")
     b.add_argument("--policies", default="vllm,continuum",
                    help="comma list of presets (`continuum policies`), or PRESET/TTL_MODE (e.g. continuum/preserve)")
-    b.add_argument("--jps", type=_jps_list, required=True, help="rates, e.g. 0.5 or 0.2,0.5,1")
+    b.add_argument("--jps", type=_jps_list, help="rates, e.g. 0.5 or 0.2,0.5,1 (trace benches)")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--model", default=None, help="model to serve (default: the embedded smollm2-135m)")
     b.add_argument("--block-size", type=positive_int, default=32, help="KV block size (default 32)")
@@ -98,6 +98,9 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--profile", default=None, help="sim mode: cost-model profile name")
     b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     add_policy_flags(b)
+    from eval.agent_cli import add_agent_arguments
+
+    add_agent_arguments(b)
 
 
 def _load(args: argparse.Namespace):
@@ -161,6 +164,17 @@ def _run_replay(args: argparse.Namespace) -> int:
 def _run_bench(args: argparse.Namespace) -> int:
     from eval.bench import BenchConfig, BenchError, run_bench
 
+    if args.agent:
+        from eval.agent_cli import run_agent_bench_args
+
+        try:
+            return run_agent_bench_args(args)
+        except ValueError as exc:
+            raise _BadInput(str(exc)) from None
+    if not args.trace:
+        raise _BadInput("--trace: a trace is required (or run real agents with --agent)")
+    if not args.jps:
+        raise _BadInput("--jps: give at least one rate for a trace bench")
     programs = _load(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:

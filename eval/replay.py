@@ -4,14 +4,16 @@ One asyncio task per program: wait for the program's arrival, send turn 0, wait 
 turn 1, ... and end the session after the last turn. Works against Continuum, plain vLLM and any server that
 speaks ``/v1/completions``.
 
+Each program is an :class:`agents.AsyncAgentSession` (the client SDK agents use): its requests carry the
+session id and hints, stream, and are sent once more if the connection drops.
+
 **Token-exact.** Prompts are token-id lists (``/v1/completions`` accepts ``prompt: [int, ...]``) with
 ``ignore_eos`` and ``max_tokens`` = the turn's output tokens, so every server does exactly the work the trace
-describes. Turn k's prompt is turn k-1's prompt + turn k-1's *actual* output ids (vLLM returns them with
-``"return_token_ids": true``) + ``new_input_tokens`` synthetic ids for turn k. Synthetic ids are drawn
-uniformly from ``[vocab_lo, vocab_hi)`` (default 1000..30000: inside any modern vocabulary and clear of the
-special tokens, which sit at the low ids of SmolLM2, Llama and Qwen tokenizers), seeded by (seed, program id,
-turn), so two runs with the same seed send identical prompts. A server that does not return token ids gets
-seeded synthetic ids for the outputs too (``turns.token_exact`` is false in the result).
+describes. What each turn sends comes from the shared turn plan (:mod:`workloads.turn_plan`, which the simulator
+uses too): turn k's prompt is turn k-1's prompt + turn k-1's *actual* output ids (vLLM returns them with
+``"return_token_ids": true``) + ``new_input_tokens`` seeded synthetic ids from ``[vocab_lo, vocab_hi)``, so two
+runs with the same seed send identical prompts. A server that does not return token ids gets the plan's seeded
+stand-in ids for the outputs (``turns.token_exact`` is false in the result).
 
 **Context length.** Traces describe long programs (SWE-bench: 10-20k tokens of final context) and small models
 have short windows. Two knobs, applied in this order, before arrivals are assigned:
@@ -27,9 +29,11 @@ have short windows. Two knobs, applied in this order, before arrivals are assign
 
 **Hints.** Every request carries ``session_id`` = the program id. With ``hints`` on (default), ``vllm_xargs``
 carries the turn's ``tool`` (the trace knows the tool call that follows) and ``is_last_step`` on the last turn.
+(``scale_program``, ``fit_program`` and ``synthetic_ids`` live in :mod:`workloads.turn_plan`; they are
+importable from here too.)
 
-**Failures never hang the run.** Each request has a timeout; a failed request (HTTP error, dropped connection,
-timeout) marks its program failed and the run goes on. When a transport error finds the server gone (its health
+**Failures never hang the run.** Each request has a timeout; a failed request (HTTP error, a connection dropped
+twice, timeout) marks its program failed and the run goes on. When a transport error finds the server gone (its health
 check fails), every program still waiting is marked failed at once and the run reports.
 
 **Measurements.** Streaming requests measure TTFT; ``usage.prompt_tokens_details.cached_tokens`` gives prefix
@@ -40,20 +44,20 @@ sampled for pinned blocks and diffed for pin counters. :func:`eval.metrics.summa
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import httpx
-import numpy as np
 
-from agents.session import KEEPALIVE_EXPIRY_S
-from eval.metrics import PIN_KEYS, ProgramRecord, TurnRecord, summarize
+from agents.protocol import KEEPALIVE_EXPIRY_S, DroppedConnection
+from agents.session import AsyncAgentSession, SessionError
+from eval.metrics import ProgramRecord, TurnRecord, summarize
+from eval.server_stats import ServerInfoError, StatsSampler, alive, get_stats, pin_delta, server_info
 from workloads import Program, assign_arrivals
+from workloads.turn_plan import TurnPlan, fit_program, plan_turn, scale_program, synthetic_ids
 
 __all__ = ["ReplayOptions", "ReplayError", "replay", "replay_sync", "fit_program", "scale_program",
            "prepare_programs", "synthetic_ids", "server_info"]
@@ -104,53 +108,6 @@ class ReplayOptions:
             raise ReplayError("request timeout must be positive")
 
 
-# -- trace preparation ---------------------------------------------------------------------------------------------
-def scale_program(program: Program, factor: float, tool_factor: float = 1.0) -> Program:
-    """Every turn's token counts times ``factor`` (rounded, minimums kept), tool times times ``tool_factor``."""
-    if factor == 1.0 and tool_factor == 1.0:
-        return program
-    turns = []
-    for i, t in enumerate(program.turns):
-        turns.append(t.model_copy(update={
-            "new_input_tokens": max(1 if i == 0 else 0, round(t.new_input_tokens * factor)),
-            "output_tokens": max(1, round(t.output_tokens * factor)),
-            "tool_s": float(t.tool_s * tool_factor),
-        }))
-    return program.model_copy(update={"turns": turns})
-
-
-def fit_program(program: Program, max_context: int) -> Program:
-    """``program`` scaled down proportionally so its final context is at most ``max_context`` tokens."""
-    final = program.final_context()
-    if final <= max_context:
-        return program
-    f = max_context / final
-    ins = [max(1 if i == 0 else 0, math.floor(t.new_input_tokens * f)) for i, t in enumerate(program.turns)]
-    outs = [max(1, math.floor(t.output_tokens * f)) for t in program.turns]
-    # Minimums can push a program with many turns over the limit: take the excess off the largest inputs, then
-    # the largest outputs, and as a last resort drop turns from the end.
-    excess = sum(ins) + sum(outs) - max_context
-    for seq, floor_of in ((ins, lambda i: 1 if i == 0 else 0), (outs, lambda i: 1)):
-        while excess > 0:
-            i = max(range(len(seq)), key=lambda j: seq[j] - floor_of(j))
-            room = seq[i] - floor_of(i)
-            if room <= 0:
-                break
-            cut = min(room, excess)
-            seq[i] -= cut
-            excess -= cut
-    n = len(program.turns)
-    while excess > 0 and n > 1:
-        n -= 1
-        excess -= ins[n] + outs[n]
-    turns = [t.model_copy(update={"new_input_tokens": ins[i], "output_tokens": outs[i]})
-             for i, t in enumerate(program.turns[:n])]
-    if n < len(program.turns):
-        turns[-1] = turns[-1].model_copy(update={"tool": None, "tool_s": 0.0})
-    meta = {**(program.meta or {}), "fitted_to_context": max_context}
-    return program.model_copy(update={"turns": turns, "meta": meta})
-
-
 def prepare_programs(programs: Sequence[Program], *, jps: float | None, seed: int, max_context: int | None,
                      token_scale: float = 1.0, tool_scale: float = 1.0) -> list[Program]:
     """Scale, fit and assign arrivals: the exact programs a replay (or a simulation of it) runs."""
@@ -166,61 +123,6 @@ def prepare_programs(programs: Sequence[Program], *, jps: float | None, seed: in
     return out
 
 
-def synthetic_ids(n: int, *, seed: int, program_id: str, turn: int, lo: int, hi: int, salt: int = 0) -> list[int]:
-    """``n`` token ids in [lo, hi), the same for the same (seed, program, turn, salt)."""
-    if n <= 0:
-        return []
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(program_id.encode()), turn, salt])
-    return rng.integers(lo, hi, size=n).tolist()
-
-
-# -- server -------------------------------------------------------------------------------------------------------
-async def server_info(client: httpx.AsyncClient, base_url: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The served model id and its max_model_len (if the server says), and whether /continuum/stats exists."""
-    try:
-        r = await client.get(base_url + "/v1/models", timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise ReplayError(f"cannot reach {base_url}: {type(exc).__name__}: {exc}") from None
-    if r.status_code != 200:
-        raise ReplayError(f"{base_url}/v1/models answered HTTP {r.status_code}")
-    try:
-        data = r.json().get("data") or []
-    except ValueError:
-        data = []
-    if not data:
-        raise ReplayError(f"{base_url}/v1/models lists no model")
-    info = {"models": [m.get("id") for m in data], "max_model_len": data[0].get("max_model_len"),
-            "owned_by": data[0].get("owned_by")}
-    info["stats"] = await _get_stats(client, base_url)
-    return info
-
-
-async def _get_stats(client: httpx.AsyncClient, base_url: str) -> dict[str, Any] | None:
-    try:
-        r = await client.get(base_url + "/continuum/stats", timeout=10.0)
-        if r.status_code == 200:
-            body = r.json()
-            return body if isinstance(body, dict) else None
-    except (httpx.HTTPError, ValueError):
-        pass
-    return None
-
-
-async def _alive(client: httpx.AsyncClient, base_url: str) -> bool:
-    for path in ("/health", "/v1/models"):
-        try:
-            r = await client.get(base_url + path, timeout=5.0)
-            if r.status_code < 500:
-                return True
-        except httpx.HTTPError:
-            continue
-    return False
-
-
-class _RequestFailed(Exception):
-    pass
-
-
 # -- the run ------------------------------------------------------------------------------------------------------
 class _Run:
     def __init__(self, opts: ReplayOptions, programs: list[Program], model: str, client: httpx.AsyncClient) -> None:
@@ -230,7 +132,6 @@ class _Run:
         self.records = [ProgramRecord(id=p.id, workload=p.workload, arrival_s=float(p.arrival_s or 0.0),
                                       num_turns=len(p.turns)) for p in programs]
         self.bar = None
-        self.headers = {"Authorization": f"Bearer {opts.api_key}"} if opts.api_key else {}
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -256,144 +157,80 @@ class _Run:
                 self.bar.update(1)
                 self.bar.set_postfix(failed=sum(r.failed for r in self.records), refresh=False)
 
+    def _session(self, prog: Program) -> AsyncAgentSession:
+        o = self.opts
+        return AsyncAgentSession(o.base_url, self.model, o.session_prefix + prog.id, api_key=o.api_key,
+                                 send_hints=o.hints, timeout_s=o.request_timeout_s, client=self.client)
+
     async def _program(self, prog: Program, rec: ProgramRecord) -> None:
         if not await self._wait(rec.arrival_s - self.now()):
             rec.failed, rec.error = True, "server unreachable before the program started"
             return
+        session = self._session(prog)
         prompt: list[int] = []
-        for k, turn in enumerate(prog.turns):
-            prompt = prompt + synthetic_ids(turn.new_input_tokens, seed=self.opts.seed, program_id=prog.id, turn=k,
-                                            lo=self.opts.vocab_lo, hi=self.opts.vocab_hi)
-            last = k == len(prog.turns) - 1
+        for k in range(len(prog.turns)):
+            plan = plan_turn(prog, k, seed=self.opts.seed, vocab=(self.opts.vocab_lo, self.opts.vocab_hi))
+            prompt = prompt + plan.new_ids
             tr = TurnRecord(index=k, prompt_tokens=len(prompt))
             rec.turns.append(tr)
             try:
-                out_ids = await asyncio.wait_for(self._turn(prog, turn, k, last, prompt, tr),
+                out_ids = await asyncio.wait_for(self._turn(session, plan, prompt, tr),
                                                  timeout=self.opts.request_timeout_s)
-            except (asyncio.TimeoutError, _RequestFailed, httpx.HTTPError) as exc:
-                rec.failed = True
-                rec.error = (f"turn {k}: timed out after {self.opts.request_timeout_s:.0f}s"
-                             if isinstance(exc, asyncio.TimeoutError) else f"turn {k}: {_describe(exc)}")
-                if isinstance(exc, (httpx.TransportError, asyncio.TimeoutError)) \
-                        and not await _alive(self.client, self.opts.base_url):
-                    self.server_down.set()
-                rec.end_s = self.now()
-                await self._end(self.opts.session_prefix + prog.id)
+            except (asyncio.TimeoutError, SessionError) as exc:
+                await self._fail(rec, k, exc)
+                await self._end(session)
                 return
             prompt = prompt + out_ids
-            if not last and not await self._wait(turn.tool_s):
+            if not plan.is_last_step and not await self._wait(plan.tool_s):
                 rec.failed, rec.error = True, f"server unreachable during the tool call after turn {k}"
                 rec.end_s = self.now()
                 return
         rec.end_s = self.now()
-        await self._end(self.opts.session_prefix + prog.id)
+        await self._end(session)
 
-    async def _turn(self, prog: Program, turn, k: int, last: bool, prompt: list[int], tr: TurnRecord) -> list[int]:
-        body: dict[str, Any] = {
-            "model": self.model, "prompt": prompt, "max_tokens": turn.output_tokens,
-            "ignore_eos": True, "temperature": self.opts.temperature, "stream": True,
-            "stream_options": {"include_usage": True}, "return_token_ids": True,
-            "session_id": self.opts.session_prefix + prog.id,
-        }
-        if self.opts.hints:
-            xargs: dict[str, Any] = {}
-            if turn.tool:
-                xargs["tool"] = turn.tool
-            if last:
-                xargs["is_last_step"] = True
-            if xargs:
-                body["vllm_xargs"] = xargs
-        out_ids: list[int] = []
-        n_out = 0
+    async def _fail(self, rec: ProgramRecord, k: int, exc: BaseException) -> None:
+        timed_out = isinstance(exc, asyncio.TimeoutError)
+        rec.failed = True
+        rec.error = (f"turn {k}: timed out after {self.opts.request_timeout_s:.0f}s" if timed_out
+                     else f"turn {k}: {exc}")
+        transport = isinstance(exc.__cause__, (httpx.TransportError, DroppedConnection))
+        if (timed_out or transport) and not await alive(self.client, self.opts.base_url):
+            self.server_down.set()
+        rec.end_s = self.now()
+
+    async def _turn(self, session: AsyncAgentSession, plan: TurnPlan, prompt: list[int], tr: TurnRecord) -> list[int]:
         tr.sent_s = self.now()
-        async with self.client.stream("POST", self.opts.base_url + "/v1/completions", json=body,
-                                      headers=self.headers) as r:
-            if r.status_code != 200:
-                text = (await r.aread()).decode("utf-8", "replace")
-                raise _RequestFailed(f"HTTP {r.status_code}: {_error_message(text)}")
-            async for line in r.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    continue
-                if "error" in chunk:
-                    raise _RequestFailed(f"stream error: {_error_message(json.dumps(chunk))}")
-                for choice in chunk.get("choices") or []:
-                    ids = choice.get("token_ids")
-                    text = choice.get("text")
-                    if ids or text:
-                        if tr.first_token_s is None:
-                            tr.first_token_s = self.now()
-                        if ids:
-                            out_ids.extend(int(i) for i in ids)
-                        elif text:
-                            n_out += 1  # no ids: count chunks (one token each, vLLM-style streaming)
-                usage = chunk.get("usage")
-                if usage:
-                    details = usage.get("prompt_tokens_details") or {}
-                    tr.cached_tokens = int(details.get("cached_tokens") or 0)
-                    if not out_ids:
-                        n_out = int(usage.get("completion_tokens") or n_out)
-        tr.done_s = self.now()
+        await session.complete(prompt, tool=plan.tool, is_last_step=plan.is_last_step, max_tokens=plan.max_tokens,
+                               ignore_eos=True, temperature=self.opts.temperature)
+        stats = session.turn_stats[-1]
+        tr.sent_s = stats.sent_s - self.t0
+        tr.first_token_s = stats.first_token_s - self.t0
+        tr.done_s = stats.done_s - self.t0
+        tr.cached_tokens = stats.cached_tokens
+        out_ids = stats.output_ids
         if not out_ids:
-            # A server that does not return token ids: stand-in output ids, seeded like the inputs.
+            # A server that does not return token ids: the plan's stand-in output ids.
             tr.token_exact = False
-            out_ids = synthetic_ids(n_out or turn.output_tokens, seed=self.opts.seed, program_id=prog.id, turn=k,
-                                    lo=self.opts.vocab_lo, hi=self.opts.vocab_hi, salt=1)
-        if tr.first_token_s is None:
-            tr.first_token_s = tr.done_s
+            out_ids = plan.stand_in_output(stats.output_tokens or None)
         tr.output_tokens = len(out_ids)
         tr.ok = True
         return out_ids
 
-    async def _end(self, program_id: str) -> None:
-        if not self.opts.end_sessions or self.server_down.is_set():
-            return
-        try:  # plain vLLM answers 404 here: fine
-            await self.client.post(f"{self.opts.base_url}/v1/sessions/{program_id}/end", headers=self.headers,
-                                   timeout=10.0)
-        except httpx.HTTPError:
-            pass
-
-
-class _StatsSampler:
-    """Polls /continuum/stats during a run for the peak of pinned blocks."""
-
-    def __init__(self, client: httpx.AsyncClient, base_url: str, interval_s: float) -> None:
-        self.client, self.base_url, self.interval_s = client, base_url, interval_s
-        self.peak = 0
-        self.last: dict[str, Any] | None = None
-
-    async def run(self) -> None:
-        while True:
-            stats = await _get_stats(self.client, self.base_url)
-            if stats is not None:
-                self.last = stats
-                self.peak = max(self.peak, int((stats.get("pins") or {}).get("pinned_blocks", 0) or 0))
-            await asyncio.sleep(self.interval_s)
-
-
-def _pin_delta(before: dict[str, Any] | None, after: dict[str, Any] | None, sampled_peak: int) -> dict[str, int]:
-    b = (before or {}).get("pins") or {}
-    a = (after or {}).get("pins") or {}
-    out = {k: max(0, int(a.get(k, 0) or 0) - int(b.get(k, 0) or 0)) for k in PIN_KEYS if k != "peak_blocks"}
-    # The server's peak is since its start: it belongs to this run only if it rose during it.
-    server_peak_a, server_peak_b = int(a.get("peak_blocks", 0) or 0), int(b.get("peak_blocks", 0) or 0)
-    out["peak_blocks"] = max(sampled_peak, server_peak_a if server_peak_a > server_peak_b else 0)
-    return out
+    async def _end(self, session: AsyncAgentSession) -> None:
+        if self.opts.end_sessions and not self.server_down.is_set():
+            await session.end()  # plain vLLM answers 404 here: fine
 
 
 async def replay(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, Any]:
     """Replay ``programs`` against ``opts.base_url``; returns the result dict (see eval.metrics)."""
     timeout = httpx.Timeout(connect=opts.connect_timeout_s, read=opts.request_timeout_s, write=60.0, pool=None)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_EXPIRY_S)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        info = await server_info(client, opts.base_url)
+    headers = {"Authorization": f"Bearer {opts.api_key}"} if opts.api_key else {}
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as client:
+        try:
+            info = await server_info(client, opts.base_url)
+        except ServerInfoError as exc:
+            raise ReplayError(str(exc)) from None
         model = opts.model or info["models"][0]
         max_context = opts.max_context or info.get("max_model_len")
         progs = prepare_programs(programs, jps=opts.jps, seed=opts.seed, max_context=max_context,
@@ -401,7 +238,7 @@ async def replay(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, 
         has_stats = info["stats"] is not None
         policy = opts.policy or ("continuum" if has_stats else (info.get("owned_by") or "unknown"))
         run = _Run(opts, progs, model, client)
-        sampler = _StatsSampler(client, opts.base_url, opts.stats_interval_s) if has_stats else None
+        sampler = StatsSampler(client, opts.base_url, opts.stats_interval_s) if has_stats else None
         if opts.progress:
             from tqdm import tqdm
 
@@ -418,9 +255,9 @@ async def replay(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, 
             if run.bar is not None:
                 run.bar.close()
         wall = time.monotonic() - run.t0
-        after = None if run.server_down.is_set() or not has_stats else await _get_stats(client, opts.base_url)
+        after = None if run.server_down.is_set() or not has_stats else await get_stats(client, opts.base_url)
         after = after or (sampler.last if sampler else None)
-        pins = _pin_delta(info["stats"], after, sampler.peak if sampler else 0) if has_stats else None
+        pins = pin_delta(info["stats"], after, sampler.peak if sampler else 0) if has_stats else None
         sched = (after or {}).get("sched_step_ms") if has_stats else None
     meta = {"base_url": opts.base_url, "model": model, "seed": opts.seed, "max_context": max_context,
             "token_scale": opts.token_scale, "tool_scale": opts.tool_scale, "hints": opts.hints,
@@ -430,21 +267,3 @@ async def replay(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, 
 
 def replay_sync(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, Any]:
     return asyncio.run(replay(programs, opts))
-
-
-def _error_message(text: str) -> str:
-    try:
-        body = json.loads(text)
-        err = body.get("error") if isinstance(body, dict) else None
-        if isinstance(err, dict):
-            return str(err.get("message") or err)[:300]
-        if err:
-            return str(err)[:300]
-    except ValueError:
-        pass
-    return text.strip()[:300]
-
-
-def _describe(exc: BaseException) -> str:
-    msg = str(exc)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__

@@ -12,6 +12,8 @@ from continuum.tool_names import ResponseToolReader, tool_from_text
 
 def test_single_bash_block_names_its_command():
     assert tool_from_text("Let me search.\n```bash\n\n  grep -rn foo src/\n```\n") == "grep"
+    # mini-swe-agent 2's text-based format
+    assert tool_from_text("THOUGHT: look\n\n```mswea_bash_command\ncat setup.py\n```") == "cat"
     assert tool_from_text("```\npytest -x tests\n```") == "pytest"
 
 

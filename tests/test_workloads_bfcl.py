@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,7 +64,11 @@ def programs(entries, count_tokens):
 
 
 def test_real_data_loaded_from_installed_package_without_importing_it(entries):
-    assert "bfcl_eval" not in sys.modules
+    # In a fresh interpreter: the BFCL agent bench's tests import bfcl_eval into this one.
+    code = ("import sys; from workloads.bfcl import load_bfcl_entries; load_bfcl_entries(); "
+            "assert 'bfcl_eval' not in sys.modules, 'workloads.bfcl imported bfcl_eval'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
     assert (bfcl_data_dir() / "multi_turn_func_doc").is_dir()
     assert {e.category for e in entries} == set(CATEGORIES)
     assert len(entries) == 800

@@ -1,8 +1,8 @@
 """Simulated programs, their turns, and the engine requests the turns become.
 
-A program's turn k is one vLLM request, built as the live replay builds it (`eval.replay`): its prompt is turn
+A program's turn k is one vLLM request, built as the live replay builds it (`workloads.turn_plan`): its prompt is turn
 k-1's prompt + turn k-1's output ids + ``new_input_tokens`` synthetic ids for turn k, drawn by
-`eval.replay.synthetic_ids` from (seed, program id, turn). The output ids the simulator "samples" are seeded
+`workloads.turn_plan.synthetic_ids` from (seed, program id, turn). The output ids the simulator "samples" are seeded
 the same way (salt 1: what the replay uses for servers that return no ids), so a program's prompts, and
 therefore its prefix-cache block hashes, are the same in every run with the same seed, and the next turn's
 prompt extends exactly the tokens whose KV the previous turn left in the cache.
@@ -12,7 +12,7 @@ the turn will call (when it calls one), ``is_last_step`` on the last turn, ``too
 the tool call that follows (only the ``oracle`` retention reads it), and ``future``, what the program will still
 do (only the ``oracle`` work predictor, i.e. the ``clairvoyant`` preset, reads it).
 
-Context length: programs are fitted to the engine's ``max_model_len`` before the run with the replay's
+Context length: programs are fitted to the engine's ``max_model_len`` before the run with the turn plan's
 `fit_program` (a program whose final context is longer is scaled down proportionally, turn by turn, keeping its
 turns and tools). For Llama-3.1's 131,072 tokens no SWE-bench or BFCL program is touched. As a last guard a
 prompt that would still not fit is cut to its first ``max_model_len - output`` tokens (counted in
@@ -31,7 +31,7 @@ from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.request import Request
 
 from eval.metrics import ProgramRecord, TurnRecord
-from eval.replay import synthetic_ids
+from workloads.turn_plan import synthetic_ids
 from workloads import Program
 
 VOCAB = (1000, 30000)  # the replay's default synthetic id range

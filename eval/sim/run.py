@@ -14,9 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from eval.metrics import percentiles, summarize
-from eval.replay import fit_program
 from continuum.policies import is_vllm, resolve
 from eval.sim.engine import Engine
+from workloads.turn_plan import fit_program
 from eval.sim.isolated import isolated_jct
 from eval.sim.profiles import Profile, get_profile
 from workloads import Program, assign_arrivals

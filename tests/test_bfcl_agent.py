@@ -1,0 +1,47 @@
+"""BFCL glue: entries from bfcl-eval's loaders, scored by its multi-turn checker, the injected tool delay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents import AgentSession
+from eval.bfcl_agent import load_entries, score_entry
+from eval.bfcl_handler import ContinuumHandler, call_names, trace_delay
+from workloads.bfcl import function_duration_params
+
+
+def handler(run_name: str) -> ContinuumHandler:
+    return ContinuumHandler(AgentSession("http://127.0.0.1:9", model="m"), run_name=run_name, fc=False,
+                            max_tokens=8)
+
+
+def as_prompting_answers(ground_truth: list[list[str]]) -> list[list[str]]:
+    """Each user turn answered in one step with the ground-truth calls, in BFCL's prompt format."""
+    return [[f"[{', '.join(calls)}]"] if calls else ["I cannot do that."] for calls in ground_truth]
+
+
+def test_checker_passes_the_ground_truth_and_fails_other_answers():
+    entries = load_entries(["base"])
+    assert len(entries) == 200 and all(e["ground_truth"] and e["function"] for e in entries[:5])
+    e = entries[1]
+    assert score_entry(handler("gt_run"), e, as_prompting_answers(e["ground_truth"])) == (True, "")
+    silent = [["I will not call anything."] for _ in e["ground_truth"]]
+    valid, why = score_entry(handler("silent_run"), e, silent)
+    assert not valid and why.startswith("multi_turn:")
+    assert score_entry(handler("short_run"), e, silent[:-1]) == (False, "multi_turn:force_terminated")
+    # miss_func entries come with the held-back function documents, as BFCL's loader prepares them.
+    mf = load_entries(["miss_func"])[0]
+    assert mf["missed_function"] and all(isinstance(d, dict) for docs in mf["missed_function"].values()
+                                         for d in docs)
+
+
+def test_injected_delay_follows_the_trace_distribution():
+    assert call_names(["cd(folder='a')", "ls(a=True)", 3]) == ["cd", "ls"]
+    delay = trace_delay({"ls": "GorillaFileSystem", "post_tweet": "TwitterAPI"}, "e1", seed=0, scale=1.0)
+    assert delay(["ls"], 1) == delay(["ls"], 1) and delay(["ls"], 1) != delay(["ls"], 2)
+    assert trace_delay({}, "e1", seed=0, scale=0.5)(["ls"], 1) == 0.5 * trace_delay({}, "e1", seed=0,
+                                                                                     scale=1.0)(["ls"], 1)
+    samples = np.array([delay(["post_tweet"], k) for k in range(400)])
+    median, _ = function_duration_params("post_tweet", "TwitterAPI")
+    assert abs(np.median(samples) / median - 1) < 0.15  # log-normal around the function's median
+    assert delay(["ls", "post_tweet"], 7) > delay(["ls"], 7)  # a step's calls add up

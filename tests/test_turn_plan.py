@@ -1,0 +1,47 @@
+"""The shared turn plan: what a trace turn becomes as a request, for the live replay and the simulator alike."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from workloads import Program, Turn
+from workloads.turn_plan import VOCAB, fit_program, plan_turn, scale_program, synthetic_ids
+
+
+def program() -> Program:
+    return Program(id="p1", workload="t", turns=[Turn(new_input_tokens=50, output_tokens=8, tool="grep", tool_s=0.5),
+                                                 Turn(new_input_tokens=20, output_tokens=4, tool=None, tool_s=0.0)])
+
+
+def test_plan_carries_ids_budget_and_hints():
+    p = program()
+    first, last = plan_turn(p, 0, seed=3), plan_turn(p, 1, seed=3)
+    assert len(first.new_ids) == 50 and all(VOCAB[0] <= i < VOCAB[1] for i in first.new_ids)
+    assert first.max_tokens == 8 and first.hints() == {"tool": "grep"} and first.tool_s == 0.5
+    assert last.hints() == {"is_last_step": True} and last.is_last_step
+    # Seeded: the same seed plans the same ids, another seed other ids; stand-ins differ from inputs.
+    assert plan_turn(p, 0, seed=3).new_ids == first.new_ids != plan_turn(p, 0, seed=4).new_ids
+    assert first.stand_in_output() == synthetic_ids(8, seed=3, program_id="p1", turn=0, lo=VOCAB[0], hi=VOCAB[1],
+                                                    salt=1)
+    assert len(first.stand_in_output(3)) == 3 and first.stand_in_output(3) != first.new_ids[:3]
+
+
+def test_scale_and_fit_keep_the_shape():
+    p = program()
+    half = scale_program(p, 0.5, tool_factor=2.0)
+    assert [t.new_input_tokens for t in half.turns] == [25, 10] and half.turns[0].tool_s == 1.0
+    fitted = fit_program(p, 41)
+    assert fitted.final_context() <= 41 and len(fitted.turns) == 2 and fitted.turns[0].tool == "grep"
+
+
+def test_the_simulator_plans_turns_without_the_live_replay():
+    code = ("import sys, eval.sim.run, eval.sim.entities as e, workloads.turn_plan as tp; "
+            "assert 'eval.replay' not in sys.modules, 'simulator imports the live replay'; "
+            "assert e.synthetic_ids is tp.synthetic_ids; print('ok')")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-2000:]
+    # The old names stay importable from the replay.
+    from eval import replay
+
+    assert replay.fit_program is fit_program and replay.synthetic_ids is synthetic_ids

@@ -1,0 +1,3 @@
+from chunker.core import chunks
+
+__all__ = ["chunks"]

@@ -1,0 +1,3 @@
+from rangeutil.clamp import clamp
+
+__all__ = ["clamp"]

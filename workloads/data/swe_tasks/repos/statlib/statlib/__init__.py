@@ -1,0 +1,3 @@
+from statlib.central import mean, median
+
+__all__ = ["mean", "median"]
