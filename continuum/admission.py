@@ -74,8 +74,9 @@ class MemoryAdmission(OpenAdmission):
     def arrive(self, request: Request, prog: Program) -> None:
         if prog.turns > 1 or not prog.admitted and prog.program_id in self.door:
             return
-        if not self.door and (not self.active or self.working_set(prog) <= self.free()):
-            self._admit(prog)  # room, and nobody queued ahead of it: straight in
+        if self.sched.classes.is_ls(request) or \
+                not self.door and (not self.active or self.working_set(prog) <= self.free()):
+            self._admit(prog)  # latency-sensitive, or room and nobody queued ahead of it: straight in
             return
         prog.admitted = False
         self.door[prog.program_id] = request

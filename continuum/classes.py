@@ -3,7 +3,8 @@
 A request is LS when its hint says so (``vllm_xargs.class`` = ``"ls"``) or when its OpenAI ``priority`` is below
 0 (vLLM's convention: lower is more urgent); otherwise BE (``"be"`` forces BE). LS requests sort before BE ones in
 the waiting queue and rank above them for preemption, so an LS request that cannot be admitted preempts running
-BE work, lowest first, instead of waiting behind it (`continuum.preemption`). A BE request that has waited
+BE work, lowest first, instead of waiting behind it (`continuum.preemption`); an LS program does not wait at the
+admission door either. A BE request that has waited
 ``be_max_wait_s`` is served as LS, which bounds BE starvation.
 """
 
@@ -30,6 +31,9 @@ class Classes:
             return
         hint = hints.get("class")
         self.of[request.request_id] = LS if hint == "ls" or (hint != "be" and api_priority < 0) else BE
+
+    def is_ls(self, request: Request) -> bool:
+        return self.enabled and self.of.get(request.request_id) == LS
 
     def forget(self, request_id: str) -> None:
         self.of.pop(request_id, None)

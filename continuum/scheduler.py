@@ -143,8 +143,8 @@ class ContinuumMixin:
         with self.lock:
             pid = program_id_of(request)
             hints = hints_of(request)
-            prog = self._arrive(pid, request, hints) if pid is not None else None
             self.classes.arrive(request, hints, request.priority)  # the client's OpenAI priority, before ours
+            prog = self._arrive(pid, request, hints) if pid is not None else None
             self.levels.arrive(request)
             if self.phases.enabled:
                 self.phases.arrivals.add(self.clock())

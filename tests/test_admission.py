@@ -123,3 +123,11 @@ def test_every_admitted_program_finishes_under_pressure_with_admission():
         assert all_blocks_free(engine) and engine.sched.reset_prefix_cache()
         adm = engine.sched.admission
         assert adm.held_total > 0 and not adm.door and not adm.active
+
+
+def test_a_latency_sensitive_program_skips_the_door():
+    s = make(num_blocks=41, policy="ls-be")
+    add(s, "a1", 1000, 640, 8, "A")
+    add(s, "b1", 5000, 640, 8, "B")  # best-effort: waits at the door
+    add(s, "c1", 9000, 640, 8, "C", **{"class": "ls"})  # latency-sensitive: admitted at once
+    assert s.programs.get("A").admitted and not s.programs.get("B").admitted and s.programs.get("C").admitted
