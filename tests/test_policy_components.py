@@ -162,7 +162,8 @@ def test_a_latency_sensitive_arrival_preempts_best_effort_work():
 
 
 def test_best_effort_starvation_is_bounded():
-    s = make("ls-be", max_num_seqs=1, knobs={"ls-be.be_max_wait_s": 10.0})
+    # Admission open: the running LS request asks 10,000 tokens, which would keep the BE program at the door.
+    s = make("ls-be", max_num_seqs=1, admission="open", knobs={"ls-be.be_max_wait_s": 10.0})
     add(s, "ls0", tokens(1, 32), 10_000, session_id="L0", **{"class": "ls"})
     step(s)
     add(s, "be", tokens(100, 64), 4, session_id="BE")
