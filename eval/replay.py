@@ -33,7 +33,8 @@ timeout) marks its program failed and the run goes on. When a transport error fi
 check fails), every program still waiting is marked failed at once and the run reports.
 
 **Measurements.** Streaming requests measure TTFT; ``usage.prompt_tokens_details.cached_tokens`` gives prefix
-hits (vLLM reports it with ``--enable-prompt-tokens-details``); ``/continuum/stats``, when the server has it, is
+hits (vLLM reports it with ``--enable-prompt-tokens-details``; a server that does not leaves the hit rate
+unknown, null, never 0); ``/continuum/stats``, when the server has it, is
 sampled for pinned blocks and diffed for pin counters. :func:`eval.metrics.summarize` makes the result JSON.
 """
 
@@ -265,7 +266,7 @@ class _Run:
             prompt = prompt + synthetic_ids(turn.new_input_tokens, seed=self.opts.seed, program_id=prog.id, turn=k,
                                             lo=self.opts.vocab_lo, hi=self.opts.vocab_hi)
             last = k == len(prog.turns) - 1
-            tr = TurnRecord(index=k, prompt_tokens=len(prompt))
+            tr = TurnRecord(index=k, prompt_tokens=len(prompt), cached_tokens=None)  # until the usage says
             rec.turns.append(tr)
             try:
                 out_ids = await asyncio.wait_for(self._turn(prog, turn, k, last, prompt, tr),
@@ -335,8 +336,9 @@ class _Run:
                             n_out += 1  # no ids: count chunks (one token each, vLLM-style streaming)
                 usage = chunk.get("usage")
                 if usage:
-                    details = usage.get("prompt_tokens_details") or {}
-                    tr.cached_tokens = int(details.get("cached_tokens") or 0)
+                    details = usage.get("prompt_tokens_details")
+                    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+                        tr.cached_tokens = details["cached_tokens"]
                     if not out_ids:
                         n_out = int(usage.get("completion_tokens") or n_out)
         tr.done_s = self.now()
