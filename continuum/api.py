@@ -106,7 +106,7 @@ class ContinuumMiddleware:
         receive = replaying([{"type": "http.request", "body": raw, "more_body": False}, *more], receive)
         program = program_of(scope, body) if program_path and self.control is not None else None
         if program is not None:
-            watch = TurnWatch(self.quick, program, read_tool=not has_tool_hint(body),
+            watch = TurnWatch(self.control, program, read_tool=not has_tool_hint(body),
                               count_events=self.count_events and isinstance(body, dict) and body.get("stream") is True)
             send, receive = watch.wrap_send(send), watch.wrap_receive(receive)
         return await self.app(scope, receive, send)

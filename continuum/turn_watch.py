@@ -4,7 +4,8 @@
   client gave no hint: the pin's TTL is re-decided for that tool;
 - how many streamed events the client has taken (only with the ``backpressure`` priority term): every
   `REPORT_EVERY` events and at the end. Each ``send`` returns only once the transport took the bytes, so a
-  client that stops reading stalls the count, and the scheduler holds back its stream;
+  client that stops reading stalls the count, and the scheduler holds back its stream. Reports go out in the
+  background, one at a time: the stream never waits for the engine;
 - that the client went away before the answer was complete: vLLM aborts the turn, and the scheduler must not
   pin what nobody will come back for. The engine is told before vLLM learns of the disconnect (it learns it from
   the same ``receive``), so the mark is there when vLLM's abort arrives.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Awaitable, Callable
 
 from continuum.control import ControlClient
@@ -35,18 +37,23 @@ class TurnWatch:
         self.count_events = count_events
         self.events = 0
         self.reported = 0
+        self.report: asyncio.Task | None = None  # the delivery report in flight
         self.done = False  # the whole answer was handed to the transport
         self.gone = False
 
     def wrap_send(self, send: Send) -> Send:
         async def _send(message: dict) -> None:
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            # Done before the last send: the server reports a disconnect as soon as the response is complete,
+            # and that report may run before this send returns.
+            self.done = self.done or last
             try:
                 await send(message)
             except Exception:  # the transport refused: the client is gone
                 await self._client_gone()
                 raise
             if message["type"] == "http.response.body":
-                await self._sent(message.get("body", b""), not message.get("more_body"))
+                await self._sent(message.get("body", b""), last)
 
         return _send
 
@@ -64,16 +71,16 @@ class TurnWatch:
             self.reader.feed(body)
         if self.count_events:
             self.events += sse_events(body)
-            if self.events - self.reported >= REPORT_EVERY or (last and self.events > self.reported):
+            due = self.events - self.reported >= REPORT_EVERY or (last and self.events > self.reported)
+            if due and (self.report is None or self.report.done()):  # else the next report says more
                 self.reported = self.events
-                await self._tell("delivered", tokens=self.events)
+                self.report = asyncio.create_task(self._tell("delivered", tokens=self.events))
         if last:
-            self.done = True
             if self.reader is not None and (tool := self.reader.tool()):
                 await self._tell("tool", tool=tool)
 
     async def _client_gone(self) -> None:
-        if not self.gone and not self.done:
+        if not self.gone and not self.done:  # after a complete answer, the turn finished: nothing to say
             self.gone = True
             await self._tell("disconnect")
 

@@ -394,7 +394,10 @@ async def replay(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, 
     """Replay ``programs`` against ``opts.base_url``; returns the result dict (see eval.metrics)."""
     timeout = httpx.Timeout(connect=opts.connect_timeout_s, read=opts.request_timeout_s, write=60.0, pool=None)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_EXPIRY_S)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    # The key goes with every call (models, stats, session ends), not only the completions: a server with
+    # keys guards them all.
+    auth = {"Authorization": f"Bearer {opts.api_key}"} if opts.api_key else {}
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=auth) as client:
         info = await server_info(client, opts.base_url)
         model = opts.model or info["models"][0]
         max_context = opts.max_context or info.get("max_model_len")
