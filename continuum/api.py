@@ -5,7 +5,9 @@ vLLM's app, where vLLM's authentication applies to them. Then, for each request:
 
 - it validates Continuum's fields of a program request (bad input -> 400 naming the field, before vLLM sees it);
 - with API keys, it qualifies every session id the request carries (body ``session_id``, ``X-Session-ID``,
-  ``vllm_xargs.session_id``) with the caller's tenant, so the scheduler keeps tenants apart (`continuum.tenancy`);
+  ``vllm_xargs.session_id``) with the caller's tenant, so the scheduler keeps tenants apart (`continuum.tenancy`),
+  and salts a program request's prefix cache with the tenant (vLLM's ``cache_salt``): a tenant's pinned KV is
+  then a hit for that tenant only, and nobody learns from a fast answer what another tenant's prompts hold;
 - it watches a program's answer going out (`continuum.turn_watch`: tool, streamed events, disconnects);
 - before vLLM renders ``/metrics``, it refreshes the ``continuum_*`` collector (`continuum.metrics`).
 """
@@ -100,7 +102,7 @@ class ContinuumMiddleware:
                 return await send_json(send, 400, error_body(400, str(exc), exc.param))
         if who.tenant is not None:
             scope = self._qualified_headers(scope, who)
-            if isinstance(body, dict) and qualify_body(body, who):
+            if isinstance(body, dict) and qualify_body(body, who, salt=program_path):
                 raw = json.dumps(body).encode()
                 scope = with_header(scope, b"content-length", str(len(raw)).encode())
         receive = replaying([{"type": "http.request", "body": raw, "more_body": False}, *more], receive)
@@ -130,9 +132,13 @@ class ContinuumMiddleware:
             self.state.collector.update(reply["stats"])
 
 
-def qualify_body(body: dict, who: Caller) -> bool:
-    """Qualify the body's session ids in place; whether there were any."""
+def qualify_body(body: dict, who: Caller, salt: bool = False) -> bool:
+    """Qualify the body's session ids in place (and, with ``salt``, its prefix-cache salt); whether it changed."""
     changed = False
+    own = body.get("cache_salt")
+    if salt and (own is None or (isinstance(own, str) and own)):  # anything else is vLLM's 400 to give
+        # The client's own salt stays within its tenant.
+        body["cache_salt"], changed = who.tenant + (f"-{own}" if own else ""), True
     if isinstance(body.get("session_id"), str) and body["session_id"]:
         body["session_id"], changed = who.qualify(body["session_id"]), True
     xargs = body.get("vllm_xargs")

@@ -101,6 +101,8 @@ def test_fuzzed_requests_through_the_middleware(keyed, body, raw, header, key, p
     else:
         ((_, got_headers, got_body),) = seen
         tenant = tenant_of_key(key if key in (A, B) else "")  # no valid key: the anonymous tenant
+        if path != "/invocations" and isinstance(body, dict) and raw is None:
+            assert json.loads(got_body).get("cache_salt") == tenant  # the prefix cache is the tenant's own
         ids = qualified_ids(got_body, got_headers)
         event(f"session ids reaching vLLM: {min(len(ids), 2)}")
         for qualified in ids:

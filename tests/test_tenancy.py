@@ -99,6 +99,16 @@ def test_a_session_belongs_to_the_key_that_created_it(server):
     assert get(server, "/v1/sessions/mine", B).json()["ended"] is False
 
 
+def test_one_tenants_cached_prefix_is_no_hit_for_another(server):
+    first = list(range(7000, 7200))  # a prompt no one sent before
+    complete(server, A, session="salt-a", prompt=first)
+    longer = first + list(range(5000, 5064))
+    complete(server, A, session="salt-a", prompt=longer)
+    assert get(server, "/v1/sessions/salt-a", A).json()["cached_tokens"] >= 192  # A's own prefix: a hit
+    complete(server, B, session="salt-b", prompt=longer)
+    assert get(server, "/v1/sessions/salt-b", B).json()["cached_tokens"] == 0  # the same tokens, another tenant
+
+
 def stream(server, session: str, max_tokens: int, stop_after: int | None = None, **extra) -> int:
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": max_tokens, "ignore_eos": True, "stream": True,
             "session_id": session, **extra}
@@ -139,7 +149,7 @@ def test_a_turn_whose_client_disconnected_is_not_pinned(server, stop):
     # the abort reached the engine before the word that its client left, that pin is released right after).
     state = wait_for(server, session, lambda s: s["pinned_blocks"] == 0, timeout_s=10)
     assert state["finished_turns"] == 2 and state["last_context_tokens"] < 1000, state  # aborted, not finished
-    assert state["pinned_blocks"] == 0
+    assert state["pinned_blocks"] == 0, state
     if not stop:
         assert get(server, "/continuum/stats", ROOT).json()["pins"]["created"] == created
 
