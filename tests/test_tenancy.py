@@ -23,7 +23,7 @@ PROMPT = list(range(1000, 1200))  # six full 32-token blocks
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("tenancy") / "serve.log"
-    args = ["--block-size", "32", "--enforce-eager", "tiny", "--max-model-len", "1024",
+    args = ["--block-size", "32", "--enforce-eager", "tiny", "--max-model-len", "4096",
             "--api-key", A, "--api-key", B, "--admin-api-key", ROOT, "--terms", "backpressure"]
     with ServerProcess(None, args, log_path=log) as proc:
         yield proc
@@ -143,13 +143,14 @@ def test_a_turn_whose_client_disconnected_is_not_pinned(server, stop):
     stream(server, session, 8, **extra)  # a finished turn is pinned
     assert wait_idle(server, session)["pinned_blocks"] > 0
     created = get(server, "/continuum/stats", ROOT).json()["pins"]["created"]
-    assert stream(server, session, 800, stop_after=3, **extra) == 3
+    assert stream(server, session, 3500, stop_after=3, **extra) == 3  # long: it cannot finish before the abort
     wait_idle(server, session)
     # The second turn released the first's pin on admission (a hit), and its own abort pins nothing (or, if
     # the abort reached the engine before the word that its client left, that pin is released right after).
     state = wait_for(server, session, lambda s: s["pinned_blocks"] == 0, timeout_s=10)
-    assert state["finished_turns"] == 2 and state["last_context_tokens"] < 1000, state  # aborted, not finished
-    assert state["pinned_blocks"] == 0, state
+    pins = get(server, "/continuum/stats", ROOT).json()["pins"]
+    assert state["finished_turns"] == 2 and state["last_context_tokens"] < 3000, (state, pins)  # aborted
+    assert state["pinned_blocks"] == 0, (state, pins)
     if not stop:
         assert get(server, "/continuum/stats", ROOT).json()["pins"]["created"] == created
 
