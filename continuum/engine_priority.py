@@ -27,8 +27,12 @@ ENGINE_CORE_COMM = "VLLM::EngineCor"  # the kernel keeps 15 characters of a proc
 DEFAULT_CPU_NICE = 19
 
 
+COMM_CHARS = 15
+
+
 def children(parent: int, comm: str) -> list[int]:
-    """Pids of ``parent``'s children whose process name is ``comm``."""
+    """Pids of ``parent``'s children whose process name is ``comm``. Compared as the kernel keeps names (15
+    characters): psutil reports the longer name from the command line when the kernel's is cut short."""
     try:
         kids = psutil.Process(parent).children()
     except psutil.NoSuchProcess:
@@ -36,7 +40,7 @@ def children(parent: int, comm: str) -> list[int]:
     out = []
     for kid in kids:
         try:
-            if kid.name() == comm:
+            if kid.name()[:COMM_CHARS] == comm[:COMM_CHARS]:
                 out.append(kid.pid)
         except psutil.Error:  # exited meanwhile
             continue
