@@ -12,10 +12,26 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from continuum.tenancy import Caller, split
 from continuum.validation import BadRequest, check_session_id
 
+
+class SessionIdPath(Convertor):
+    """A session id in a path, decoded: anything, even "/" or a newline, so that a bad id reaches the check
+    (400 naming it) rather than missing the route."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("session_id", SessionIdPath())
 router = APIRouter()
 # What a tenant's stats keep besides their own programs: aggregates that name no other tenant's session or tool.
 TENANT_STATS = ("config", "pins", "kv", "sched_step_ms")
@@ -61,13 +77,13 @@ async def _session_op(request: Request, op: str, session_id: str) -> JSONRespons
     return JSONResponse(shown_state(who, reply["session"]))
 
 
-@router.get("/v1/sessions/{session_id:path}")
+@router.get("/v1/sessions/{session_id:session_id}")
 async def session_state(session_id: str, request: Request) -> JSONResponse:
     """Pinned blocks, TTL, expiry and turns of one of the caller's sessions."""
     return await _session_op(request, "session", session_id)
 
 
-@router.post("/v1/sessions/{session_id:path}/end")
+@router.post("/v1/sessions/{session_id:session_id}/end")
 async def end_session(session_id: str, request: Request) -> JSONResponse:
     """End one of the caller's sessions now: its pin is released."""
     return await _session_op(request, "end", session_id)

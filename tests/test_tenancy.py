@@ -64,6 +64,9 @@ def test_session_endpoints_and_stats_need_a_key_like_v1(server):
         assert httpx.post(server.base_url + "/v1/completions", json={"model": "tiny", "prompt": "x"},
                           headers=auth(key), timeout=30).status_code == 401
     assert get(server, "/v1/sessions/guarded", A).status_code == 200
+    for bad in ("a%0Ab", "", "y" * 300):  # a control character, empty, too long: 400 naming the id
+        r = get(server, f"/v1/sessions/{bad}", A)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "session_id", (bad, r.text)
     assert get(server, "/v1/sessions/guarded", A).json()["ended"] is False  # nothing above ended it
     # /metrics stays open, as vLLM has it, with Continuum's aggregates (HELP lines) and no session or tenant.
     metrics = get(server, "/metrics", None)
