@@ -9,6 +9,7 @@ layer fetches its stats over the control channel just before vLLM renders ``/met
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -58,16 +59,16 @@ class ContinuumCollector(Collector):
             yield family(name, text, value=_value(stats, path))
 
 
-_registered: dict[int, ContinuumCollector] = {}
+_registered: "weakref.WeakKeyDictionary[CollectorRegistry, ContinuumCollector]" = weakref.WeakKeyDictionary()
 
 
 def collector_on(registry: CollectorRegistry) -> ContinuumCollector:
     """The collector registered on ``registry`` (registered once per registry and process)."""
-    if id(registry) not in _registered:
+    if registry not in _registered:
         collector = ContinuumCollector()
         registry.register(collector)
-        _registered[id(registry)] = collector
-    return _registered[id(registry)]
+        _registered[registry] = collector
+    return _registered[registry]
 
 
 def vllm_collector() -> ContinuumCollector:
