@@ -236,3 +236,19 @@ def test_a_client_that_leaves_mid_stream_is_reported_before_the_stream_is_cancel
     ops = [m["op"] for m in recorder.log]
     assert ops.index("disconnect") < ops.index("<stream closed>")
     assert recorder.ops("disconnect") == [{"op": "disconnect", "id": "s1"}]
+
+
+def test_vllm_api_key_from_the_environment_makes_tenants_too(monkeypatch):
+    from starlette.datastructures import Headers
+
+    from continuum.api_keys import Keys
+
+    monkeypatch.setenv("VLLM_API_KEY", "env-key")
+    app = FastAPI()
+    app.state.args = Namespace(api_key=None)  # no --api-key: vLLM falls back to VLLM_API_KEY, and so do we
+    keys = Keys.of_app(app)
+    assert keys.enabled
+    assert keys.caller(Headers({"authorization": "Bearer env-key"})).tenant == tenant_of_key("env-key")
+    assert keys.caller(Headers({"authorization": "Bearer other"})) is None
+    app.state.args = Namespace(api_key=["cli-key"])  # --api-key wins over the environment, as in vLLM
+    assert Keys.of_app(app).caller(Headers({"authorization": "Bearer env-key"})) is None
