@@ -104,7 +104,8 @@ class ContinuumModel(LitellmTextbasedModel):
         usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         stats.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        stats.cached_tokens = int(getattr(details, "cached_tokens", 0) or 0)
+        cached = getattr(details, "cached_tokens", None)
+        stats.cached_tokens = int(cached) if cached is not None else None
         stats.output_tokens = int(getattr(usage, "completion_tokens", 0) or len(ids))
         stats.output_ids = ids or None
         choice = response.choices[0]

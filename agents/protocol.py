@@ -60,7 +60,7 @@ class TurnStats:
     first_token_s: float | None = None
     done_s: float | None = None
     prompt_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int | None = None  # None: the server did not report it (vLLM needs --enable-prompt-tokens-details)
     output_tokens: int = 0
     output_ids: list[int] | None = None
     output_text: str = ""
@@ -165,7 +165,8 @@ class SessionBase:
         stats.first_token_s = first_token_s or stats.done_s
         usage = answer.get("usage") or {}
         stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        stats.cached_tokens = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        stats.cached_tokens = int(cached) if cached is not None else None
         choice = (answer.get("choices") or [{}])[0]
         ids = choice.get("token_ids")
         stats.output_ids = [int(i) for i in ids] if ids is not None else None

@@ -1,94 +1,194 @@
-"""Continuum's HTTP extension of vLLM's OpenAI server, as one ASGI middleware (``--middleware``).
+"""Continuum's HTTP extension of vLLM's OpenAI server: one ASGI middleware (``--middleware``) and a router.
 
-It validates the program id and hints on completion requests (bad input -> 400 naming the field, before
-vLLM sees it), and serves the session and stats endpoints by asking the scheduler over the control channel.
+The middleware sits in front of vLLM's app. On its first call it adds Continuum's routes (`continuum.routes`) to
+vLLM's app, where vLLM's authentication applies to them. Then, for each request:
+
+- it validates Continuum's fields of a program request (bad input -> 400 naming the field, before vLLM sees it);
+- with API keys, it qualifies every session id the request carries (body ``session_id``, ``X-Session-ID``,
+  ``vllm_xargs.session_id``) with the caller's tenant, so the scheduler keeps tenants apart (`continuum.tenancy`),
+  and salts a program request's prefix cache with the tenant (vLLM's ``cache_salt``): a tenant's pinned KV is
+  then a hit for that tenant only, and nobody learns from a fast answer what another tenant's prompts hold;
+- it watches a program's answer going out (`continuum.turn_watch`: tool, streamed events, disconnects);
+- before vLLM renders ``/metrics``, it refreshes the ``continuum_*`` collector (`continuum.metrics`).
 """
 
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from starlette.datastructures import Headers
+
+from continuum.api_keys import Keys
 from continuum.config import ContinuumConfig
 from continuum.control import ControlClient
-from continuum.tool_names import ResponseToolReader
+from continuum.metrics import ContinuumCollector
+from continuum.routes import error_body
+from continuum.tenancy import ANONYMOUS, Caller
+from continuum.turn_watch import TurnWatch
+from continuum.validation import BadRequest, check_completion_request, check_session_id
 
-MAX_SESSION_ID = 256
-COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
-_SESSION_PATH = re.compile(r"^/v1/sessions/(?P<id>[^/]+)(?P<end>/end)?/?$")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-HINT_TYPES = {"is_last_step": bool, "tool": str, "session_id": str}
+__all__ = ["ContinuumMiddleware", "BadRequest", "check_completion_request", "check_session_id"]
 
+# Requests that carry a program: Continuum's fields are validated and their answers watched.
+PROGRAM_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/chat/completions/batch")
+GUARDED_PREFIX = ("/v1", "/v2", "/inference", "/cohere")  # where vLLM checks keys itself (its authenticate.py)
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 
-class BadRequest(ValueError):
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
+@dataclass
+class ContinuumState:
+    """What the routes need, kept on ``app.state.continuum``."""
+
+    keys: Keys
+    control: ControlClient | None
+    collector: ContinuumCollector | None
 
 
-def check_session_id(value: Any, param: str) -> None:
-    """A session id is a 1..256 character string without control characters."""
-    if not isinstance(value, str):
-        raise BadRequest(param, f"{param} must be a string")
-    if not value:
-        raise BadRequest(param, f"{param} must not be empty")
-    if len(value) > MAX_SESSION_ID:
-        raise BadRequest(param, f"{param} is longer than {MAX_SESSION_ID} characters")
-    if _CONTROL_CHARS.search(value):
-        raise BadRequest(param, f"{param} contains control characters")
+class ContinuumMiddleware:
+    """ASGI middleware added to vLLM's app by ``continuum serve`` (``--middleware``)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+        cfg = ContinuumConfig.from_env()
+        self.control = ControlClient(cfg.control_addr) if cfg.control_addr else None
+        self.quick = ControlClient(cfg.control_addr, timeout_s=1.0) if cfg.control_addr else None
+        self.count_events = "backpressure" in cfg.terms  # nothing to count for otherwise
+        self.state: ContinuumState | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.state is None and scope.get("app") is not None:
+            self.attach(scope["app"])
+        if scope["type"] != "http" or self.state is None:
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        if path == "/metrics" and method == "GET":
+            await self._refresh_metrics()
+        elif method == "POST":
+            return await self._post(scope, receive, send)
+        elif self.state.keys.enabled:
+            scope = self._qualified_headers(scope)
+        return await self.app(scope, receive, send)
+
+    def attach(self, app: Any) -> None:
+        """Add the routes to vLLM's app (once, at its start-up) and keep what they need on its state."""
+        from continuum.metrics import vllm_collector
+        from continuum.routes import router
+
+        collector = vllm_collector() if self.control is not None else None
+        self.state = ContinuumState(Keys.of_app(app), self.control, collector)
+        app.state.continuum = self.state
+        app.include_router(router)
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        keys, program_path = self.state.keys, scope["path"] in PROGRAM_PATHS
+        who = keys.caller(Headers(scope=scope))
+        if who is None and scope["path"].startswith(GUARDED_PREFIX):
+            return await self.app(scope, receive, send)  # vLLM answers 401 before anything else
+        who = who or Caller(ANONYMOUS)
+        if not (program_path or keys.enabled):
+            return await self.app(scope, receive, send)
+        raw, more = await read_body(receive)
+        body = parse_json(raw)
+        if program_path:
+            try:
+                for value in header_values(scope, b"x-session-id"):
+                    check_session_id(value, "X-Session-ID")
+                check_completion_request({}, body)
+            except BadRequest as exc:
+                return await send_json(send, 400, error_body(400, str(exc), exc.param))
+        if who.tenant is not None:
+            scope = self._qualified_headers(scope, who)
+            if isinstance(body, dict) and qualify_body(body, who, salt=program_path):
+                raw = json.dumps(body).encode()
+                scope = with_header(scope, b"content-length", str(len(raw)).encode())
+        receive = replaying([{"type": "http.request", "body": raw, "more_body": False}, *more], receive)
+        program = program_of(scope, body) if program_path and self.control is not None else None
+        if program is not None:
+            watch = TurnWatch(self.control, program, read_tool=not has_tool_hint(body),
+                              count_events=self.count_events and isinstance(body, dict) and body.get("stream") is True)
+            send, receive = watch.wrap_send(send), watch.wrap_receive(receive)
+        return await self.app(scope, receive, send)
+
+    def _qualified_headers(self, scope: Scope, who: Caller | None = None) -> Scope:
+        """Every ``X-Session-ID`` the request carries, qualified with the caller's tenant."""
+        if who is None:
+            who = self.state.keys.caller(Headers(scope=scope)) or Caller(ANONYMOUS)
+        headers = [(k, who.qualify(v.decode("latin-1")).encode("latin-1") if k.lower() == b"x-session-id" else v)
+                   for k, v in scope.get("headers", [])]
+        return {**scope, "headers": headers}
+
+    async def _refresh_metrics(self) -> None:
+        if self.state.collector is None:
+            return
+        try:
+            reply = await self.quick.call("stats")
+        except TimeoutError:
+            return  # the last values stand
+        if reply.get("ok"):
+            self.state.collector.update(reply["stats"])
 
 
-def check_completion_request(headers: dict[str, str], body: Any) -> None:
-    """Validate Continuum's fields of a completion request; vLLM validates the rest."""
-    if "x-session-id" in headers:
-        check_session_id(headers["x-session-id"], "X-Session-ID")
-    if not isinstance(body, dict):
-        return  # vLLM answers malformed bodies itself
-    if body.get("session_id") is not None:
-        check_session_id(body["session_id"], "session_id")
+def qualify_body(body: dict, who: Caller, salt: bool = False) -> bool:
+    """Qualify the body's session ids in place (and, with ``salt``, its prefix-cache salt); whether it changed."""
+    changed = False
+    own = body.get("cache_salt")
+    if salt and (own is None or (isinstance(own, str) and own)):  # anything else is vLLM's 400 to give
+        # The client's own salt stays within its tenant.
+        body["cache_salt"], changed = who.tenant + (f"-{own}" if own else ""), True
+    if isinstance(body.get("session_id"), str) and body["session_id"]:
+        body["session_id"], changed = who.qualify(body["session_id"]), True
     xargs = body.get("vllm_xargs")
-    if xargs is None:
-        return
-    if not isinstance(xargs, dict):
-        raise BadRequest("vllm_xargs", "vllm_xargs must be an object")
-    for key, typ in HINT_TYPES.items():
-        if key in xargs and xargs[key] is not None and not isinstance(xargs[key], typ):
-            raise BadRequest(f"vllm_xargs.{key}", f"vllm_xargs.{key} must be a {typ.__name__}")
-    if isinstance(xargs.get("session_id"), str):
-        check_session_id(xargs["session_id"], "vllm_xargs.session_id")
-    if isinstance(xargs.get("tool"), str) and len(xargs["tool"]) > MAX_SESSION_ID:
-        raise BadRequest("vllm_xargs.tool", f"vllm_xargs.tool is longer than {MAX_SESSION_ID} characters")
+    if isinstance(xargs, dict) and isinstance(xargs.get("session_id"), str) and xargs["session_id"]:
+        xargs["session_id"], changed = who.qualify(xargs["session_id"]), True
+    return changed
 
 
-def error_body(status: int, message: str, param: str | None = None) -> dict:
-    kind = {400: "BadRequestError", 404: "NotFoundError"}.get(status, "ServiceUnavailableError")
-    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+def program_of(scope: Scope, body: Any) -> str | None:
+    """The program id vLLM will read, in vLLM's order: body ``session_id``, header, ``vllm_xargs.session_id``."""
+    if isinstance(body, dict) and isinstance(body.get("session_id"), str) and body["session_id"]:
+        return body["session_id"]
+    if header := Headers(scope=scope).get("x-session-id"):
+        return header
+    xargs = body.get("vllm_xargs") if isinstance(body, dict) else None
+    value = xargs.get("session_id") if isinstance(xargs, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
-async def send_json(send: Send, status: int, payload: Any) -> None:
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def has_tool_hint(body: Any) -> bool:
+    xargs = body.get("vllm_xargs") if isinstance(body, dict) else None
+    return isinstance(xargs, dict) and isinstance(xargs.get("tool"), str)
+
+
+def header_values(scope: Scope, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == name]
+
+
+def with_header(scope: Scope, name: bytes, value: bytes) -> Scope:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != name]
+    return {**scope, "headers": [*headers, (name, value)]}
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:  # vLLM answers malformed JSON itself
+        return None
 
 
 async def read_body(receive: Receive) -> tuple[bytes, list[dict]]:
-    """Read the whole request body, keeping the messages so they can be replayed to vLLM."""
-    chunks, messages = [], []
+    """The whole request body, and any message that came after it (a disconnect) to hand on."""
+    chunks = []
     while True:
         msg = await receive()
-        messages.append(msg)
         if msg["type"] != "http.request":
-            break
+            return b"".join(chunks), [msg]
         chunks.append(msg.get("body", b""))
         if not msg.get("more_body"):
-            break
-    return b"".join(chunks), messages
+            return b"".join(chunks), []
 
 
 def replaying(messages: list[dict], receive: Receive) -> Receive:
@@ -100,134 +200,8 @@ def replaying(messages: list[dict], receive: Receive) -> Receive:
     return _receive
 
 
-class ContinuumMiddleware:
-    """ASGI middleware added to vLLM's app by ``continuum serve`` (``--middleware``)."""
-
-    def __init__(self, app: Callable) -> None:
-        self.app = app
-        address = ContinuumConfig.from_env().control_addr
-        self.control = ControlClient(address) if address else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path, method = scope["path"], scope["method"]
-        if path == "/continuum/stats" and method == "GET":
-            return await self._control(send, "stats", key="stats")
-        if m := _SESSION_PATH.match(path):
-            return await self._session(send, method, m.group("id"), bool(m.group("end")))
-        if method == "POST" and path in COMPLETION_PATHS:
-            raw, messages = await read_body(receive)
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            body = _parse_json(raw)
-            try:
-                check_completion_request(headers, body)
-            except BadRequest as exc:
-                return await send_json(send, 400, error_body(400, str(exc), exc.param))
-            receive = replaying(messages, receive)
-            program = _program_of(headers, body)
-            if program is not None and self.control is not None and not _has_tool_hint(body):
-                send = self._reading_tool(send, program)
-        if path == "/metrics" and method == "GET" and self.control is not None:
-            send = await self._with_continuum_metrics(send)
-        return await self.app(scope, receive, send)
-
-    def _reading_tool(self, send: Send, program: str) -> Send:
-        """Pass the response through, then tell the scheduler which tool the answer calls."""
-        reader = ResponseToolReader()
-
-        async def _send(message: dict) -> None:
-            await send(message)
-            if message["type"] == "http.response.body":
-                reader.feed(message.get("body", b""))
-                if not message.get("more_body") and (tool := reader.tool()):
-                    try:
-                        await self.control.call("tool", id=program, tool=tool)
-                    except TimeoutError:
-                        pass  # the TTL decided at finish stands
-
-        return _send
-
-    async def _with_continuum_metrics(self, send: Send) -> Send:
-        """Append continuum_* series to vLLM's Prometheus text."""
-        try:
-            reply = await self.control.call("stats")
-        except TimeoutError:
-            return send
-        extra = prometheus_lines(reply.get("stats", {})).encode()
-
-        async def _send(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [(k, v) for k, v in message.get("headers", [])
-                                                  if k.lower() != b"content-length"]}
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                message = {**message, "body": message.get("body", b"") + extra}
-            await send(message)
-
-        return _send
-
-    async def _session(self, send: Send, method: str, session_id: str, end: bool) -> None:
-        from urllib.parse import unquote
-
-        session_id = unquote(session_id)
-        try:
-            check_session_id(session_id, "session_id")
-        except BadRequest as exc:
-            return await send_json(send, 400, error_body(400, str(exc), exc.param))
-        if end and method == "POST":
-            return await self._control(send, "end", key="session", id=session_id)
-        if not end and method == "GET":
-            return await self._control(send, "session", key="session", id=session_id)
-        return await send_json(send, 405, error_body(405, f"{method} is not allowed here"))
-
-    async def _control(self, send: Send, op: str, key: str, **fields: Any) -> None:
-        if self.control is None:
-            return await send_json(send, 503, error_body(503, "the Continuum scheduler is not loaded"))
-        try:
-            reply = await self.control.call(op, **fields)
-        except TimeoutError as exc:
-            return await send_json(send, 503, error_body(503, str(exc)))
-        if not reply.get("ok"):
-            status = int(reply.get("status", 500))
-            return await send_json(send, status, error_body(status, reply.get("error", "failed"), "session_id"))
-        await send_json(send, 200, reply[key])
-
-
-def prometheus_lines(stats: dict) -> str:
-    pins, kv = stats.get("pins", {}), stats.get("kv", {})
-    series = {
-        "continuum_programs": ("gauge", stats.get("num_programs", 0)),
-        "continuum_pins_active": ("gauge", pins.get("active", 0)),
-        "continuum_pinned_blocks": ("gauge", pins.get("pinned_blocks", 0)),
-        "continuum_pins_created_total": ("counter", pins.get("created", 0)),
-        "continuum_pin_hits_total": ("counter", pins.get("hit", 0)),
-        "continuum_pins_expired_total": ("counter", pins.get("expired", 0)),
-        "continuum_pins_released_pressure_total": ("counter", pins.get("released_pressure", 0)),
-        "continuum_pins_released_end_total": ("counter", pins.get("released_end", 0)),
-        "continuum_kv_free_blocks": ("gauge", kv.get("free_blocks", 0)),
-    }
-    lines = []
-    for name, (kind, value) in series.items():
-        lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
-    return "\n".join(lines) + "\n"
-
-
-def _program_of(headers: dict[str, str], body: Any) -> str | None:
-    if isinstance(body, dict) and isinstance(body.get("session_id"), str):
-        return body["session_id"]
-    if "x-session-id" in headers:
-        return headers["x-session-id"]
-    xargs = body.get("vllm_xargs") if isinstance(body, dict) else None
-    return xargs.get("session_id") if isinstance(xargs, dict) and isinstance(xargs.get("session_id"), str) else None
-
-
-def _has_tool_hint(body: Any) -> bool:
-    xargs = body.get("vllm_xargs") if isinstance(body, dict) else None
-    return isinstance(xargs, dict) and isinstance(xargs.get("tool"), str)
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
+async def send_json(send: Send, status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

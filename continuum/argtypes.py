@@ -49,3 +49,16 @@ def nice_value(text: str) -> int:
     if not 0 <= value <= 19:
         raise argparse.ArgumentTypeError(f"must be a nice value in [0, 19], not {text}")
     return value
+
+
+def port_number(text: str) -> int:
+    value = _number(text, int)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a TCP port in [1, 65535], not {text}")
+    return value
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text

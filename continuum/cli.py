@@ -3,26 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from continuum import models
-from continuum.argtypes import nice_value
+from continuum.argtypes import fraction, nice_value, non_empty, port_number
 from continuum.config import ConfigError
 from continuum.policies import PRESETS, describe, resolve
 from continuum.policy_flags import add_policy_flags, overrides_from_args
 
 
+SERVE_USAGE = "continuum serve [MODEL] [continuum flags] [vLLM flags]"
+SERVE_EPILOG = """vLLM's own flags (every `vllm serve` flag, e.g. --block-size 32 --max-model-len 2048) pass through
+unchanged, before or after MODEL; `continuum serve --help-vllm` lists them."""
+# A ContinuumConfig field named in a config error -> the flag that sets it.
+FLAG_OF_FIELD = {"config": "--knob", "knobs": "--knob", "terms": "--terms", "pin_cap": "--pin-cap",
+                 "tenant_pin_cap": "--tenant-pin-cap", "fixed_ttl_s": "--fixed-ttl", "ttl_mode": "--ttl-mode",
+                 "ordering": "--ordering", "classes": "--classes", "phase": "--phase", "admission": "--admission"}
+
+
 def add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve a model with vLLM's OpenAI API (+ Continuum)",
-                       description="Unknown flags are passed to vLLM unchanged.")
-    p.add_argument("model", nargs="?", default=models.DEFAULT_MODEL,
-                   help=f"a path, a model id, or an embedded name ({', '.join(models.EMBEDDED)})")
+    # No positional MODEL here: vLLM's flags are unknown to this parser, so it could not tell `--block-size 32`
+    # from a model; `server.split_model` finds the model among the leftovers with vLLM's parser.
+    p = sub.add_parser("serve", help="serve a model with vLLM's OpenAI API (+ Continuum)", usage=SERVE_USAGE,
+                       description=f"MODEL: a path, a model id, or an embedded name ({', '.join(models.EMBEDDED)}; "
+                                   f"default {models.DEFAULT_MODEL}).",
+                       epilog=SERVE_EPILOG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", choices=list(PRESETS), default="continuum",
                    help="a preset (`continuum policies`); vllm = vLLM's own scheduler, untouched (the baseline)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--engine-nice", type=nice_value, default=None,
                    help="nice value for vLLM's engine-core process, 0 = leave alone (default: 19 on CPU, where its "
                         "spin-wait shares a core with the API server; 0 on GPU)")
+    g = p.add_argument_group("keys and tenants")
+    g.add_argument("--api-key", "--api_key", dest="api_keys", type=non_empty, action="extend", nargs="+",
+                   default=[], metavar="KEY",
+                   help="a key clients must send (repeatable; vLLM's flag): it guards /v1, the session endpoints and "
+                        "/continuum/stats, and each key is a tenant with its own sessions")
+    g.add_argument("--admin-api-key", dest="admin_keys", type=non_empty, action="append", default=[], metavar="KEY",
+                   help="a key that also sees and ends every tenant's sessions (repeatable)")
+    g.add_argument("--tenant-pin-cap", type=fraction, default=None, metavar="FRACTION",
+                   help="the most one tenant's pins may hold, as a fraction of the pin budget (default 1; needs keys)")
+    g.add_argument("--help-vllm", action="store_true", help="list vLLM's flags and exit")
     add_policy_flags(p)
 
 
@@ -50,13 +72,34 @@ def run_models(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
     from continuum import server
 
+    if args.help_vllm:
+        print(server.vllm_help())
+        return 0
+    model, extra = server.split_model(extra)
+    keyed = args.api_keys or args.admin_keys or os.environ.get("VLLM_API_KEY")
+    if args.tenant_pin_cap is not None and not keyed:
+        return _fail("--tenant-pin-cap: tenants are API keys; give --api-key (or VLLM_API_KEY) too")
+    overrides = overrides_from_args(args)
+    if args.tenant_pin_cap is not None:
+        overrides["tenant_pin_cap"] = args.tenant_pin_cap
     try:
-        config = resolve(args.policy, **overrides_from_args(args))
+        config = resolve(args.policy, **overrides)
     except ConfigError as exc:
-        print(f"continuum serve: {exc}", file=sys.stderr)
-        return 2
-    server.serve(args.model, config, args.port, extra, engine_nice=args.engine_nice)
+        return _fail(flag_message(str(exc)))
+    server.serve(model or models.DEFAULT_MODEL, config, args.port, extra, engine_nice=args.engine_nice,
+                 api_keys=args.api_keys, admin_keys=args.admin_keys)
     return 0
+
+
+def flag_message(message: str) -> str:
+    """A config error names a setting; say which flag sets it."""
+    field, sep, rest = message.partition(": ")
+    return f"{FLAG_OF_FIELD[field]}: {rest}" if sep and field in FLAG_OF_FIELD else message
+
+
+def _fail(message: str) -> int:
+    print(f"continuum serve: error: {message}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ class ContinuumConfig(BaseModel):
     fixed_ttl_s: float = Field(2.0, ge=0, allow_inf_nan=False)
     # Pinned blocks may use at most this fraction of the KV pool, so pins never starve new work outright.
     pin_cap: float = Field(0.5, ge=0, le=1)
+    # With API keys (tenants), one tenant's pins may hold at most this fraction of the pin budget.
+    tenant_pin_cap: float = Field(1.0, ge=0, le=1)
     ordering: str = "program-fcfs"
     terms: list[str] = Field(default_factory=list)  # priority terms added to a waiting request's level
     classes: str = "off"

@@ -20,7 +20,12 @@ Handler = Callable[[dict], dict]
 
 
 class ControlServer:
-    """Answers control messages on a daemon thread; ``handler`` is responsible for its own locking."""
+    """Answers control messages on a daemon thread; ``handler`` is responsible for its own locking.
+
+    The socket belongs to that thread alone (ZeroMQ sockets are not thread-safe): `close` asks the thread to
+    stop, and the thread closes it."""
+
+    POLL_MS = 100  # how soon the thread notices `close`
 
     def __init__(self, address: str, handler: Handler) -> None:
         self.address = address
@@ -29,24 +34,32 @@ class ControlServer:
         self._sock = self._ctx.socket(zmq.REP)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(address)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="continuum-control", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while True:
-            try:
-                raw = self._sock.recv()
-            except zmq.ZMQError:  # socket closed at shutdown
-                return
-            try:
-                reply = self._handler(json.loads(raw))
-            except Exception as exc:  # a bad message must not kill the engine
-                log.exception("control message failed")
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            self._sock.send(json.dumps(reply, default=str).encode())
+        try:
+            while not self._stop.is_set():
+                if self._sock.poll(self.POLL_MS):
+                    self._sock.send(self._answer(self._sock.recv()))
+        except zmq.ZMQError:  # the context went away at shutdown
+            return
+        finally:
+            self._sock.close(linger=0)
 
-    def close(self) -> None:
-        self._sock.close(linger=0)
+    def _answer(self, raw: bytes) -> bytes:
+        try:
+            reply = self._handler(json.loads(raw))
+        except Exception as exc:  # a bad message must not kill the engine
+            log.exception("control message failed")
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        return json.dumps(reply, default=str).encode()
+
+    def close(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
 
 
 class ControlClient:

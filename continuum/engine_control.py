@@ -4,16 +4,29 @@
 module answers them against a Continuum scheduler (under its lock) and builds the session and stats views.
 Messages: ``{"op": "stats"}``, ``{"op": "session", "id"}``, ``{"op": "end", "id"}``, ``{"op": "tool", "id",
 "tool"}`` (the tool read from a response), ``{"op": "delivered", "id", "tokens"}`` (streamed tokens the client
-has read, for backpressure).
+has read, for backpressure), ``{"op": "disconnect", "id"}`` (the client of the program's turn went away).
+
+Aborts: vLLM's engine sees every abort alike (a client that disconnected, an abort call, a stop string found by
+the API process). Only the stop string is a finished turn worth pinning; `stopped_by_string` tells them apart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+OPS = ("session", "end", "tool", "delivered", "disconnect")
+
 
 def _unknown(program_id: str) -> dict:
     return {"ok": False, "error": f"unknown session {program_id!r}", "status": 404}
+
+
+def stopped_by_string(request: Any, client_gone: bool) -> bool:
+    """Whether an aborted request was really a finished turn: it produced output, it has stop strings (the
+    API process aborts a request when one appears), and its client did not go away. Any other abort is a
+    client giving up on the turn."""
+    params = request.sampling_params
+    return request.num_output_tokens > 0 and bool(params is not None and params.stop) and not client_gone
 
 
 class EngineControl:
@@ -26,17 +39,27 @@ class EngineControl:
         if op == "stats":
             return {"ok": True, "stats": self.stats()}
         with s.lock:
-            if op not in ("session", "end", "tool", "delivered"):
+            if op not in OPS:
                 return {"ok": False, "error": f"unknown control op {op!r}", "status": 400}
             if pid not in s.programs:
                 return _unknown(pid)
             if op == "end":
                 s.end_program(pid)
+            elif op == "disconnect":
+                self.client_gone(pid)
             elif op == "tool" and isinstance(msg.get("tool"), str):
                 s.set_tool(pid, msg["tool"])
             elif op == "delivered" and isinstance(msg.get("tokens"), int):
                 s.client_delivered(pid, msg["tokens"])
             return {"ok": True, "session": self.session_state(pid)}
+
+    def client_gone(self, program_id: str) -> None:
+        """The client of the program's turn in flight went away: that turn's abort is not a finish (marked
+        before vLLM's abort arrives), and a pin taken if the abort came first is released."""
+        s = self.sched
+        if s.pinning:  # the marks are consumed where turns are pinned
+            s.gone.update(s.programs.get(program_id).running)
+        s.pins.release(program_id, "abort")
 
     def session_state(self, program_id: str) -> dict:
         s = self.sched

@@ -12,43 +12,52 @@ Continuum about 8% slower at nice 19 than at 0); ``--engine-nice`` picks a middl
 
 `continuum serve` starts :func:`watch` in the API process, for both policies (it is a property of the deployment,
 not of the scheduler): a daemon thread that renices every thread of each engine-core child, again every second
-so threads started later are caught. Linux only (it reads ``/proc``); elsewhere it does nothing.
+so threads started later are caught. Processes and threads are found with psutil; a thread's nice value is set
+with ``setpriority`` on its thread id (Linux gives each thread its own).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
+
+import psutil
 
 ENGINE_CORE_COMM = "VLLM::EngineCor"  # the kernel keeps 15 characters of a process name
 DEFAULT_CPU_NICE = 19
-PROC = Path("/proc")
+
+
+COMM_CHARS = 15
 
 
 def children(parent: int, comm: str) -> list[int]:
-    """Pids of ``parent``'s children whose process name is ``comm``."""
+    """Pids of ``parent``'s children whose process name is ``comm``. Compared as the kernel keeps names (15
+    characters): psutil reports the longer name from the command line when the kernel's is cut short."""
+    try:
+        kids = psutil.Process(parent).children()
+    except psutil.NoSuchProcess:
+        return []
     out = []
-    for entry in PROC.glob("[0-9]*"):
+    for kid in kids:
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # exited meanwhile
+            if kid.name()[:COMM_CHARS] == comm[:COMM_CHARS]:
+                out.append(kid.pid)
+        except psutil.Error:  # exited meanwhile
             continue
-        name = stat[stat.index("(") + 1: stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == parent and name == comm:
-            out.append(int(entry.name))
-    return out
+    return sorted(out)
 
 
 def renice(pid: int, nice: int) -> int:
     """Give every thread of ``pid`` at least ``nice``; returns how many threads were changed."""
+    try:
+        threads = psutil.Process(pid).threads()
+    except psutil.Error:
+        return 0
     changed = 0
-    for task in (PROC / str(pid) / "task").glob("[0-9]*"):
-        tid = int(task.name)
+    for thread in threads:
         try:
-            if os.getpriority(os.PRIO_PROCESS, tid) < nice:  # PRIO_PROCESS with a thread id: that thread only
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            if os.getpriority(os.PRIO_PROCESS, thread.id) < nice:  # PRIO_PROCESS with a thread id: that thread
+                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
                 changed += 1
         except OSError:  # the thread ended meanwhile
             continue
@@ -62,8 +71,8 @@ def renice_children(parent: int, comm: str, nice: int) -> int:
 
 def watch(nice: int, comm: str = ENGINE_CORE_COMM, interval_s: float = 1.0) -> threading.Event | None:
     """Renice this process's engine-core children every ``interval_s`` from a daemon thread, until the returned
-    event is set; None (and no thread) when ``nice`` is 0 or there is no ``/proc``."""
-    if nice <= 0 or not PROC.is_dir():
+    event is set; None (and no thread) when ``nice`` is 0 or the platform has no per-thread nice values."""
+    if nice <= 0 or not psutil.LINUX:
         return None
     parent, stop = os.getpid(), threading.Event()
 

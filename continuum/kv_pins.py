@@ -3,7 +3,8 @@
 A pin is one extra reference per block (`BlockPool.touch`), so a pinned block is neither free nor evictable;
 releasing drops that reference (`BlockPool.free_blocks`) and the block becomes an ordinary prefix-cache entry
 again (evictable LRU, still a hit until evicted). Which blocks, until when, and who yields under pressure is
-kvttl's `PinTable`; block handles are block ids.
+kvttl's `PinTable`; block handles are block ids. With tenants (`continuum.tenancy`), each tenant's pins may
+hold at most a share of the budget: the tenant is read from the program id the HTTP layer qualified.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from typing import Callable, Iterable
 from vllm.v1.core.block_pool import BlockPool
 from vllm.v1.request import Request
 
+from continuum.tenancy import tenant_of_program
 from kvttl import PinTable
 
 
 class KVPins:
     def __init__(self, block_pool: BlockPool, cap_blocks: int,
-                 on_change: Callable[[str], None] = lambda program_id: None) -> None:
+                 on_change: Callable[[str], None] = lambda program_id: None, tenant_share: float = 1.0) -> None:
+        """``tenant_share``: the fraction of ``cap_blocks`` one tenant's pins may hold (1: no quota)."""
         self.pool = block_pool
-        self.table = PinTable(cap_blocks)
+        self.table = PinTable(cap_blocks, None if tenant_share >= 1 else int(tenant_share * cap_blocks))
         self.on_change = on_change  # told the program id whenever a pin is taken or released
 
     def __contains__(self, program_id: str) -> bool:
@@ -33,7 +36,8 @@ class KVPins:
     def pin(self, program_id: str, block_ids: list[int], now: float, ttl_s: float, benefit: float,
             arrival_order: int) -> int:
         """Pin these blocks for the program (replacing its old pin); returns how many blocks are pinned."""
-        result = self.table.pin(program_id, block_ids, now, ttl_s, benefit=benefit, arrival_order=arrival_order)
+        result = self.table.pin(program_id, block_ids, now, ttl_s, benefit=benefit, arrival_order=arrival_order,
+                                group=tenant_of_program(program_id))
         self.pool.touch([self.pool.blocks[b] for b in result.pinned])
         self._unref(result.released)
         self.on_change(program_id)

@@ -20,13 +20,15 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`continuum serve MODEL ...` in a child process; a context manager that waits for /health."""
+    """`continuum serve [MODEL] ...` in a child process; a context manager that waits for /health."""
 
-    def __init__(self, model: str, args: list[str] = (), port: int | None = None,
+    def __init__(self, model: str | None, args: list[str] = (), port: int | None = None,
                  log_path: str | Path | None = None, startup_timeout_s: float = 600.0) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-m", "continuum.cli", "serve", model, "--port", str(self.port), *args]
+        # model None: ``args`` name it (or leave the default), wherever among vLLM's flags.
+        self.cmd = [sys.executable, "-m", "continuum.cli", "serve", *([model] if model else []), "--port",
+                    str(self.port), *args]
         self.log_path = Path(log_path) if log_path else None
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen | None = None

@@ -31,7 +31,7 @@ from continuum.admission import make_admission
 from continuum.classes import Classes
 from continuum.config import ContinuumConfig
 from continuum.control import ControlServer
-from continuum.engine_control import EngineControl
+from continuum.engine_control import EngineControl, stopped_by_string
 from continuum.kv_pins import KVPins, pinnable_blocks
 from continuum.ordering import ProgramQueue, compose_key
 from continuum.phases import PHASE_TERMS, PhaseSwitch
@@ -76,7 +76,9 @@ class ContinuumMixin:
                              reload_model=reload)
         pool = self.kv_cache_manager.block_pool
         self.pinning = cfg.ttl_mode != "off" and self.cache_config.enable_prefix_caching
-        self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)), on_change=self._pin_changed)
+        self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)), on_change=self._pin_changed,
+                           tenant_share=cfg.tenant_pin_cap)
+        self.gone: set[str] = set()  # request ids whose client went away (the HTTP layer says so)
         self.miss_waits: dict[str, float] = {}  # request id -> arrival, for turns that lost their KV
         self.served: dict[str, int] = {}  # request id -> tokens scheduled so far, kept across preemption
         self.delivered: dict[str, int] = {}  # request id -> streamed tokens its client has read
@@ -257,12 +259,13 @@ class ContinuumMixin:
 
     def _pin_finished_turn(self, request: Request) -> None:
         prog = self.program_of(request)
+        client_gone = request.request_id in self.gone
+        self.gone.discard(request.request_id)
         if prog is None or prog.ended:
             return
-        if request.status == RequestStatus.FINISHED_ABORTED and request.num_output_tokens == 0:
-            self.pins.release(prog.program_id, "abort")  # the client gave up on this program's turn
+        if request.status == RequestStatus.FINISHED_ABORTED and not stopped_by_string(request, client_gone):
+            self.pins.release(prog.program_id, "abort")  # the client gave up on this turn: it is not coming back
             return
-        # Stop strings reach us as aborts after output: that is a finished turn like any other.
         hints = hints_of(request)
         block_ids = self.kv_cache_manager.get_block_ids(request.request_id)[0]
         blocks = pinnable_blocks(request, block_ids, self.kv_cache_manager.block_pool)

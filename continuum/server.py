@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import uuid
+from typing import Any
 
 from continuum import models
 from continuum.config import ENV_VAR, ContinuumConfig
@@ -48,16 +49,83 @@ def build_vllm_args(model: str, continuum: bool, port: int, extra: list[str]) ->
     return args + extra
 
 
+def vllm_parser() -> Any:
+    """vLLM's own `serve` argument parser (the one `run_vllm` parses with)."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return make_arg_parser(FlexibleArgumentParser(prog="continuum serve", description="vLLM's server flags"))
+
+
+def split_model(args: list[str], parser: Any = None) -> tuple[str | None, list[str]]:
+    """(the model, the vLLM flags) from what `continuum serve` did not parse itself, wherever the model stands.
+
+    Which tokens are flag values is vLLM's parser's knowledge: ``--block-size 32`` takes one, ``--enforce-eager``
+    none, ``--api-key A B`` several. The first token that is neither a flag nor a flag's value is the model."""
+    arity = _arities(parser or vllm_parser())
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("-") or token == "-":
+            return token, args[:i] + args[i + 1:]
+        name, has_value, _ = token.partition("=")
+        nargs = None if has_value else arity.get(name.replace("_", "-") if name.startswith("--") else name)
+        i += 1
+        if nargs is None or nargs == 0:
+            continue  # --flag=value, a switch, or a flag vLLM does not know (it will say so)
+        if nargs in ("?", "*", "+"):
+            while i < len(args) and not args[i].startswith("-"):
+                i += 1
+                if nargs == "?":
+                    break
+        else:
+            i += nargs
+    return None, list(args)
+
+
+def _arities(parser: Any) -> dict[str, int | str]:
+    """Option string -> how many values it takes (0 for switches)."""
+    out: dict[str, int | str] = {}
+    for action in parser._actions:
+        nargs = action.nargs if action.nargs is not None else 1
+        for option in action.option_strings:
+            out[option.replace("_", "-") if option.startswith("--") else option] = nargs
+    return out
+
+
+def vllm_help() -> str:
+    return vllm_parser().format_help()
+
+
+def key_flags(api_keys: list[str], admin_keys: list[str]) -> list[str]:
+    """vLLM's ``--api-key`` with every key at once (vLLM keeps only the last ``--api-key`` it is given), admin
+    keys included; ``VLLM_API_KEY`` stays valid, as it would without them. Admin keys' digests go to the API
+    process's environment."""
+    from continuum.api_keys import ADMIN_ENV
+    from continuum.tenancy import key_digest
+
+    if admin_keys:
+        os.environ[ADMIN_ENV] = ",".join(key_digest(k) for k in admin_keys)
+    if not (api_keys or admin_keys):
+        return []
+    env_key = os.environ.get("VLLM_API_KEY", "") if not api_keys else ""
+    keys = [*api_keys, *([env_key] if env_key else []), *admin_keys]
+    return ["--api-key", *dict.fromkeys(keys)]
+
+
 def control_address() -> str:
     return f"ipc://{tempfile.gettempdir()}/continuum-{os.getpid()}-{uuid.uuid4().hex[:8]}.ipc"
 
 
 def serve(model: str, config: ContinuumConfig | None, port: int, extra: list[str],
-          engine_nice: int | None = None) -> None:
+          engine_nice: int | None = None, api_keys: list[str] = (), admin_keys: list[str] = ()) -> None:
     """Run the server in this process until it stops. ``config``: the resolved policy (None: vLLM's own
     scheduler). ``engine_nice``: nice value for vLLM's engine-core process (see `continuum.engine_priority`);
-    None: 19 on CPU, where its spin-wait shares the API server's core, else left alone."""
+    None: 19 on CPU, where its spin-wait shares the API server's core, else left alone. ``api_keys``,
+    ``admin_keys``: what clients must send (admin keys also see every tenant's sessions)."""
     from continuum import engine_priority
+
+    extra = [*extra, *key_flags(list(api_keys), list(admin_keys))]
 
     if engine_nice is None:
         engine_nice = engine_priority.DEFAULT_CPU_NICE if on_cpu() else 0
@@ -72,14 +140,12 @@ def run_vllm(argv: list[str]) -> None:
     """vLLM's own api-server entry (parse, validate, serve), with our argv."""
     import uvloop
     from vllm.entrypoints.launchers.api_server.entry import run_server
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
     from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
     from vllm.logger import configure_logging_from_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     cli_env_setup()
-    parser = make_arg_parser(FlexibleArgumentParser(prog="continuum serve", description="vLLM server"))
-    args = parser.parse_args(argv)
+    args = vllm_parser().parse_args(argv)
     configure_logging_from_args(args)
     validate_parsed_serve_args(args)
     uvloop.run(run_server(args))

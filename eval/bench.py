@@ -32,7 +32,7 @@ import httpx
 
 from eval.metrics import ProgramRecord, summarize
 from eval.replay import ReplayError, ReplayOptions, fit_program, replay_sync, scale_program
-from eval.report import format_ratios, format_table, write_report
+from eval.report import format_ratios, format_table, percent, write_report
 from workloads import Program
 
 __all__ = ["BenchConfig", "BenchError", "run_bench", "server_flags", "policy_args"]
@@ -201,7 +201,7 @@ def _live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]
                 result = _failed_result(programs, label, jps, str(exc), meta)
             results.append(result)
             _log(f"[bench] {label} jps={jps:g}: {result['completed']}/{result['programs']} done, "
-                 f"mean JCT {result['jct_s']['mean']:.2f}s, prefix hit rate {100 * result['prefix_hit_rate']:.1f}%")
+                 f"mean JCT {result['jct_s']['mean']:.2f}s, prefix hit rate {percent(result['prefix_hit_rate'])}")
         if server is not None:
             server.stop()
     return results

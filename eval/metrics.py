@@ -16,7 +16,8 @@ Definitions (all times in seconds, on the client's monotonic clock, relative to 
 - **throughput_tok_s**: prompt + output tokens of successful turns per second of makespan (the work a
   cache-less server would do; ``output_tok_s`` has the generated tokens alone).
 - **prefix_hit_rate**: prompt tokens served from the prefix cache (``usage.prompt_tokens_details.cached_tokens``)
-  over all prompt tokens of successful turns; 0 when the server does not report it.
+  over the prompt tokens of the successful turns that report it; None (unknown, not 0) when none does (vLLM
+  without ``--enable-prompt-tokens-details``).
 - **pins** and **sched_step_ms**: from the server's ``/continuum/stats`` (zeros for servers without it).
 - ``slowdown`` needs each program's JCT alone on an idle engine: the simulator knows it; live runs omit it.
 
@@ -44,7 +45,7 @@ class TurnRecord:
     index: int
     prompt_tokens: int
     output_tokens: int = 0  # tokens actually received
-    cached_tokens: int = 0
+    cached_tokens: int | None = 0  # None: the server did not say
     sent_s: float = 0.0
     first_token_s: float | None = None
     done_s: float | None = None
@@ -94,6 +95,12 @@ def empty_pins() -> dict[str, int]:
     return dict.fromkeys(PIN_KEYS, 0)
 
 
+def hit_rate(cached: int, prompt: int, known: bool) -> float | None:
+    if not known:
+        return None
+    return cached / prompt if prompt else 0.0
+
+
 def summarize(records: Sequence[ProgramRecord], *, policy: str, jps: float | None, mode: str = "live",
               workload: str | None = None, pins: dict[str, Any] | None = None,
               sched_step_ms: dict[str, float] | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -104,7 +111,9 @@ def summarize(records: Sequence[ProgramRecord], *, policy: str, jps: float | Non
     ttfts = [t.ttft_s for t in turns if t.ttft_s is not None]
     prompt = sum(t.prompt_tokens for t in turns)
     output = sum(t.output_tokens for t in turns)
-    cached = sum(t.cached_tokens for t in turns)
+    reported = [t for t in turns if t.cached_tokens is not None]
+    cached = sum(t.cached_tokens for t in reported)
+    reported_prompt = sum(t.prompt_tokens for t in reported)
     ends = [r.end_s for r in records if r.end_s is not None]
     start = min((r.arrival_s for r in records), default=0.0)
     makespan = max(ends) - start if ends else 0.0
@@ -130,7 +139,7 @@ def summarize(records: Sequence[ProgramRecord], *, policy: str, jps: float | Non
         "makespan_s": makespan,
         "throughput_tok_s": (prompt + output) / makespan if makespan > 0 else 0.0,
         "output_tok_s": output / makespan if makespan > 0 else 0.0,
-        "prefix_hit_rate": cached / prompt if prompt else 0.0,
+        "prefix_hit_rate": hit_rate(cached, reported_prompt, known=bool(reported) or not turns),
         "pins": pin_out,
         "sched_step_ms": {"mean": float((sched_step_ms or {}).get("mean", 0.0) or 0.0),
                           "p99": float((sched_step_ms or {}).get("p99", 0.0) or 0.0)},

@@ -37,7 +37,8 @@ twice, timeout) marks its program failed and the run goes on. When a transport e
 check fails), every program still waiting is marked failed at once and the run reports.
 
 **Measurements.** Streaming requests measure TTFT; ``usage.prompt_tokens_details.cached_tokens`` gives prefix
-hits (vLLM reports it with ``--enable-prompt-tokens-details``); ``/continuum/stats``, when the server has it, is
+hits (vLLM reports it with ``--enable-prompt-tokens-details``; a server that does not leaves the hit rate
+unknown, null, never 0); ``/continuum/stats``, when the server has it, is
 sampled for pinned blocks and diffed for pin counters. :func:`eval.metrics.summarize` makes the result JSON.
 """
 

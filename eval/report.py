@@ -41,6 +41,11 @@ def _jps(r: dict[str, Any]) -> str:
     return "trace" if r.get("jps") is None else f"{r['jps']:g}"
 
 
+def percent(rate: float | None) -> str:
+    """A rate as a percentage; "n/a" when it is unknown (the server did not report it)."""
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """Markdown table, one row per (JPS, policy)."""
     head = ("| policy | mode | JPS | done/total | mean JCT (s) | p95 JCT (s) | mean TTFT (s) | prefix hit rate "
@@ -52,7 +57,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {r.get('policy')} | {r.get('mode', '')} | {_jps(r)} | {r.get('completed', 0)}/{r.get('programs', 0)} "
             f"| {r['jct_s']['mean']:.2f} | {r['jct_s']['p95']:.2f} | {r['ttft_s']['mean']:.3f} "
-            f"| {100 * r.get('prefix_hit_rate', 0.0):.1f}% | {pins.get('created', 0)} | {pins.get('hit', 0)} "
+            f"| {percent(r.get('prefix_hit_rate'))} | {pins.get('created', 0)} | {pins.get('hit', 0)} "
             f"| {pins.get('peak_blocks', 0)} |")
     return "\n".join(lines)
 

@@ -14,6 +14,9 @@ Rules:
 - a global cap on pinned blocks, counted as distinct blocks (a shared block occupies
   memory once); a pin that does not fit is truncated to the longest prefix of its block
   list that does (a prefix of the context still gives prefix-cache hits), or refused;
+- an optional quota per group (a tenant): the distinct blocks one group's pins hold stay
+  under ``group_cap_blocks``, so one tenant cannot hold the whole budget; a pin over it is
+  truncated or refused like a pin over the global cap;
 - expiry in order of ``expires_at`` (a heap with lazy deletion); ``ttl_s = inf`` never
   expires;
 - under memory pressure, the victims are the pins with the lowest expected benefit,
@@ -56,6 +59,7 @@ _COUNTERS = (
     "replaced",  # pins replaced by a new pin of the same program
     "truncated",  # pins cut short by the cap
     "refused",  # pins refused entirely by the cap
+    "quota_limited",  # pins cut short or refused by their group's quota
     "peak_blocks",  # most distinct blocks pinned at once
 )
 
@@ -93,9 +97,10 @@ class PinResult:
 
 
 class _Pin:
-    __slots__ = ("arrival_order", "benefit", "blocks", "expires_at", "pinned_at", "program_id", "seq", "ttl_s")
+    __slots__ = ("arrival_order", "benefit", "blocks", "expires_at", "group", "pinned_at", "program_id", "seq",
+                 "ttl_s")
 
-    def __init__(self, program_id, blocks, pinned_at, ttl_s, expires_at, benefit, arrival_order, seq):
+    def __init__(self, program_id, blocks, pinned_at, ttl_s, expires_at, benefit, arrival_order, seq, group=None):
         self.program_id = program_id
         self.blocks = blocks
         self.pinned_at = pinned_at
@@ -104,6 +109,7 @@ class _Pin:
         self.benefit = benefit
         self.arrival_order = arrival_order
         self.seq = seq
+        self.group = group
 
     def info(self) -> PinInfo:
         return PinInfo(
@@ -119,15 +125,19 @@ def _number(name: str, value: float, *, allow_inf: bool = False) -> float:
 
 
 class PinTable:
-    """Pins keyed by program id, ordered by expiry, bounded by a cap in blocks."""
+    """Pins keyed by program id, ordered by expiry, bounded by a cap in blocks (and per group by a quota)."""
 
-    def __init__(self, cap_blocks: int) -> None:
+    def __init__(self, cap_blocks: int, group_cap_blocks: int | None = None) -> None:
         cap = int(cap_blocks)
         if cap < 0:
             raise ValueError(f"cap_blocks must be >= 0, got {cap_blocks!r}")
+        if group_cap_blocks is not None and int(group_cap_blocks) < 0:
+            raise ValueError(f"group_cap_blocks must be >= 0, got {group_cap_blocks!r}")
         self._cap = cap
+        self._group_cap = None if group_cap_blocks is None else int(group_cap_blocks)
         self._pins: dict[str, _Pin] = {}
         self._holders: dict[Hashable, int] = {}  # block -> number of pins holding it
+        self._group_holders: dict[Hashable, dict[Hashable, int]] = {}  # group -> its own block -> holders
         self._heap: list[tuple[float, int, str]] = []  # (expires_at, seq, program_id)
         self._seq = 0
         self._counters = dict.fromkeys(_COUNTERS, 0)
@@ -137,6 +147,14 @@ class PinTable:
     @property
     def cap_blocks(self) -> int:
         return self._cap
+
+    @property
+    def group_cap_blocks(self) -> int | None:
+        return self._group_cap
+
+    def group_blocks(self, group: Hashable) -> int:
+        """Distinct blocks held by the pins of ``group``."""
+        return len(self._group_holders.get(group, ()))
 
     @property
     def pinned_blocks(self) -> int:
@@ -191,11 +209,13 @@ class PinTable:
         ttl_s: float,
         benefit: float = 0.0,
         arrival_order: float = 0,
+        group: Hashable | None = None,
     ) -> PinResult:
         """Pin ``blocks`` (in context order) for ``program_id`` until ``now + ttl_s``.
 
         Replaces the program's previous pin, if any. ``ttl_s <= 0`` pins nothing (but
         still drops the previous pin). Duplicate handles in ``blocks`` are pinned once.
+        ``group``: the tenant the program belongs to, held to the group quota (None: no quota).
         """
         now = _number("now", now)
         ttl = _number("ttl_s", ttl_s, allow_inf=True)
@@ -208,32 +228,48 @@ class PinTable:
             self._counters["replaced"] += 1
         if ttl <= 0 or not offered:
             return PinResult([], released, offered)
-        room = self._cap - len(self._holders)
-        holders = self._holders
-        take = 0
-        for block in offered:
-            if block not in holders:
-                if room <= 0:
-                    break
-                room -= 1
-            take += 1
+        quota = self._group_cap is not None and group is not None
+        take, by_quota = self._fit(offered, self._group_holders.get(group, {}) if quota else None)
+        if by_quota:
+            self._counters["quota_limited"] += 1
         if take == 0:
             self._counters["refused"] += 1
             return PinResult([], released, offered)
         pinned, refused = offered[:take], offered[take:]
         if refused:
             self._counters["truncated"] += 1
+        holders = self._holders
         for block in pinned:
             holders[block] = holders.get(block, 0) + 1
+        if quota:
+            own = self._group_holders.setdefault(group, {})
+            for block in pinned:
+                own[block] = own.get(block, 0) + 1
         self._seq += 1
         expires_at = now + ttl
-        pin = _Pin(program_id, tuple(pinned), now, ttl, expires_at, benefit, arrival_order, self._seq)
+        pin = _Pin(program_id, tuple(pinned), now, ttl, expires_at, benefit, arrival_order, self._seq,
+                   group if quota else None)
         self._pins[program_id] = pin
         heapq.heappush(self._heap, (expires_at, pin.seq, program_id))
         self._counters["created"] += 1
         self._counters["peak_blocks"] = max(self._counters["peak_blocks"], len(holders))
         self._maybe_compact()
         return PinResult(pinned, released, refused)
+
+    def _fit(self, offered: list[Hashable], own: dict[Hashable, int] | None) -> tuple[int, bool]:
+        """How many of ``offered`` (a prefix) fit under the cap and, given ``own`` (the group's blocks), under
+        the group quota; and whether the quota was what stopped it."""
+        room = self._cap - len(self._holders)
+        group_room = self._group_cap - len(own) if own is not None else math.inf
+        take = 0
+        for block in offered:
+            new_here, new_to_group = block not in self._holders, own is not None and block not in own
+            if (new_here and room <= 0) or (new_to_group and group_room <= 0):
+                return take, new_to_group and group_room <= 0 and not (new_here and room <= 0)
+            room -= new_here
+            group_room -= new_to_group
+            take += 1
+        return take, False
 
     # -- releasing -----------------------------------------------------------------
 
@@ -309,6 +345,7 @@ class PinTable:
             "pins": len(self._pins),
             "pinned_blocks": len(self._holders),
             "cap_blocks": self._cap,
+            "group_cap_blocks": self._group_cap,
             "counters": dict(self._counters),
         }
 
@@ -336,6 +373,15 @@ class PinTable:
                 holders[block] = left
             else:
                 del holders[block]
+        if pin.group is not None:
+            own = self._group_holders[pin.group]
+            for block in pin.blocks:
+                if own[block] > 1:
+                    own[block] -= 1
+                else:
+                    del own[block]
+            if not own:
+                del self._group_holders[pin.group]
         return list(pin.blocks)
 
     def _maybe_compact(self) -> None:

@@ -72,3 +72,17 @@ def test_the_watcher_catches_a_child_started_after_it():
         stop.set()
         late.kill()
         late.wait()
+
+
+def test_a_name_the_kernel_cut_short_is_still_found():
+    # vLLM titles its engine core "VLLM::EngineCore": the kernel keeps 15 characters, psutil reports the whole
+    # title from the command line. Either way it is the process we look for.
+    proc = subprocess.Popen(["fake-engine-core-process", "-c", CHILD, "fake-engine-core-process"],
+                            executable=sys.executable, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert engine_priority.children(os.getpid(), "fake-engine-core-process") == [proc.pid]
+        assert engine_priority.children(os.getpid(), "fake-engine-cor") == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -200,3 +200,18 @@ def test_bench_sim_writes_the_same_report(tmp_path, capsys):
         ("vllm", 1.0, "sim"), ("vllm", 2.0, "sim"), ("continuum", 1.0, "sim"), ("continuum", 2.0, "sim")]
     assert all(RESULT_KEYS <= r.keys() and r["completed"] == 4 for r in results)
     assert (tmp_path / "b" / "report.md").exists() and (tmp_path / "b" / "jct_vs_jps.png").exists()
+
+
+def test_an_unreported_hit_rate_is_unknown_not_zero():
+    recs = [record("a", 0.0, 10.0), record("b", 1.0, 5.0)]
+    for r in recs:
+        for t in r.turns:
+            t.cached_tokens = None  # the server sent no prompt_tokens_details
+    res = summarize(recs, policy="vllm", jps=0.5)
+    assert res["prefix_hit_rate"] is None
+    json.dumps(res)
+    table = format_table([res])
+    assert "| n/a |" in table and "0.0%" not in table
+    # Turns that did report still count, over their own prompt tokens.
+    recs[0].turns[1].cached_tokens = 50
+    assert summarize(recs, policy="vllm", jps=0.5)["prefix_hit_rate"] == pytest.approx(50 / 200)

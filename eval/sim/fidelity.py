@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval.report import percent
 from eval.sim.profiles import get_profile
 
 SERVE_POLICY = {"vllm": ("vllm", []), "continuum": ("continuum", ["--ttl-mode", "model"]),
@@ -66,7 +67,7 @@ def table(live: list[dict], sim: list[dict], tool_s: dict[str, float]) -> str:
             f"| {lv['policy']} | {lv['jps']:g} | {lv['jct_s']['mean']:.2f} | {sm['jct_s']['mean']:.2f} | {err:+.1%} "
             f"| {lv['jct_s']['p95']:.2f} | {sm['jct_s']['p95']:.2f} | {lv['ttft_s']['mean']:.3f} "
             f"| {sm['ttft_s']['mean']:.3f} | {lt:.3f} | {st:.3f} | {lg:.2f} | {sg:.2f} "
-            f"| {100 * lv['prefix_hit_rate']:.1f}% | {100 * sm['prefix_hit_rate']:.1f}% |")
+            f"| {percent(lv['prefix_hit_rate'])} | {percent(sm['prefix_hit_rate'])} |")
     return "\n".join(lines)
 
 
