@@ -109,32 +109,35 @@ def _pyplot():
 
 def plot_jct_vs_jps(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     rates = sorted({r["jps"] for r in results if r.get("jps") is not None})
     if len(rates) <= 1:
         # One load level: a line plot would be a lone dot per policy; bars read better.
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
         _jct_bars(ax, results, rates[0] if rates else None)
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path)
-        plt.close(fig)
-        return path
-    for i, pol in enumerate(_policies(results)):
+        return _save(plt, fig, path)
+    # Mean and p95 side by side, one line per policy; many policies need more colours and the legend outside.
+    fig, axes = plt.subplots(1, 2, figsize=(12.8, 4.6), dpi=120, sharey=True)
+    policies = _policies(results)
+    cmap = plt.get_cmap("tab20" if len(policies) > 10 else "tab10")
+    for i, pol in enumerate(policies):
         rows = sorted((r for r in results if r.get("policy") == pol and r.get("jps") is not None),
                       key=lambda r: r["jps"])
-        if not rows:
-            continue
         xs = [r["jps"] for r in rows]
-        color = f"C{i}"
-        ax.plot(xs, [r["jct_s"]["mean"] for r in rows], marker="o", color=color, label=f"{pol} mean")
-        ax.plot(xs, [r["jct_s"]["p95"] for r in rows], marker="x", linestyle="--", color=color, alpha=0.7,
-                label=f"{pol} p95")
-    ax.set_xlabel("load (programs per second, JPS)")
-    ax.set_ylabel("job completion time (s)")
-    ax.set_title("JCT vs load")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+        for ax, stat, marker in ((axes[0], "mean", "o"), (axes[1], "p95", "x")):
+            ax.plot(xs, [r["jct_s"][stat] for r in rows], marker=marker, color=cmap(i % cmap.N), label=pol)
+    values = [r["jct_s"][k] for r in results for k in ("mean", "p95") if r["jct_s"].get(k)]
+    for ax, stat in ((axes[0], "mean"), (axes[1], "p95")):
+        ax.set_xlabel("load (programs per second, JPS)")
+        ax.set_title(f"{stat} JCT vs load")
+        ax.grid(True, alpha=0.3)
+        if values and max(values) > 10 * min(values):
+            ax.set_yscale("log")
+    axes[0].set_ylabel("job completion time (s)")
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
