@@ -9,6 +9,7 @@ vLLM's app, where vLLM's authentication applies to them. Then, for each request:
   and salts a program request's prefix cache with the tenant (vLLM's ``cache_salt``): a tenant's pinned KV is
   then a hit for that tenant only, and nobody learns from a fast answer what another tenant's prompts hold;
 - it watches a program's answer going out (`continuum.turn_watch`: tool, streamed events, disconnects);
+- it hands a beam search request's ``vllm_xargs.patience`` to vLLM's frontend search (`continuum.beam_patience`);
 - before vLLM renders ``/metrics``, it refreshes the ``continuum_*`` collector (`continuum.metrics`).
 """
 
@@ -20,6 +21,7 @@ from typing import Any, Awaitable, Callable
 
 from starlette.datastructures import Headers
 
+from continuum import beam_patience
 from continuum.api_keys import Keys
 from continuum.config import ContinuumConfig
 from continuum.control import ControlClient
@@ -82,6 +84,7 @@ class ContinuumMiddleware:
         self.state = ContinuumState(Keys.of_app(app), self.control, collector)
         app.state.continuum = self.state
         app.include_router(router)
+        beam_patience.install()
 
     async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
         keys, program_path = self.state.keys, scope["path"] in PROGRAM_PATHS
@@ -111,7 +114,11 @@ class ContinuumMiddleware:
             watch = TurnWatch(self.control, program, read_tool=not has_tool_hint(body),
                               count_events=self.count_events and isinstance(body, dict) and body.get("stream") is True)
             send, receive = watch.wrap_send(send), watch.wrap_receive(receive)
-        return await self.app(scope, receive, send)
+        token = beam_patience.PATIENCE.set(beam_patience.patience_of(body))  # read by vLLM's beam search, if any
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            beam_patience.PATIENCE.reset(token)
 
     def _qualified_headers(self, scope: Scope, who: Caller | None = None) -> Scope:
         """Every ``X-Session-ID`` the request carries, qualified with the caller's tenant."""

@@ -26,6 +26,15 @@ PATIENCE: ContextVar[float | None] = ContextVar("continuum_beam_patience", defau
 _original = None
 
 
+def patience_of(body: Any) -> float | None:
+    """The patience a (validated) completion request asks for: only with ``use_beam_search``."""
+    if not isinstance(body, dict) or not body.get("use_beam_search"):
+        return None
+    xargs = body.get("vllm_xargs")
+    value = xargs.get("patience") if isinstance(xargs, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 class _CountingEngine:
     """The engine client, as one beam search sees it: counts finished hypotheses, stops the search when told."""
 

@@ -7,7 +7,7 @@ Only Continuum's own fields are checked here (the program id in the body, the ``
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter, ValidationError
 
@@ -43,6 +43,9 @@ class Hints(BaseModel):
     is_last_step: StrictBool | None = None
     tool: ToolName | None = None
     session_id: SessionId | None = None
+    # Latency-sensitive or best-effort (the ls-be classes); beam search patience (`continuum.beam_patience`).
+    class_: Literal["ls", "be"] | None = Field(None, alias="class")
+    patience: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False, strict=True)] | None = None
 
 
 class ProgramFields(BaseModel):

@@ -121,3 +121,16 @@ def test_sigterm_shuts_down_cleanly(server):
     assert time.monotonic() - t0 < 60
     with pytest.raises(httpx.HTTPError):
         httpx.get(server.base_url + "/health", timeout=2)
+
+
+def test_beam_search_with_patience_is_served_and_a_bad_patience_named(server):
+    # Without EOS (ignore_eos) no hypothesis finishes early, so patience cannot stop the search: the answer must
+    # be the same as vLLM's own search gives.
+    beam = completion(use_beam_search=True, n=2, max_tokens=6, ignore_eos=True)
+    plain = post(server, "/v1/completions", beam)
+    patient = post(server, "/v1/completions", {**beam, "vllm_xargs": {"patience": 0.5}})
+    assert plain.status_code == patient.status_code == 200, patient.text
+    texts = lambda r: sorted(c["text"] for c in r.json()["choices"])  # noqa: E731
+    assert texts(plain) == texts(patient) and len(texts(plain)) == 2
+    bad = post(server, "/v1/completions", {**beam, "vllm_xargs": {"patience": -1}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "vllm_xargs.patience"
