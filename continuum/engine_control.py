@@ -12,6 +12,7 @@ the API process). Only the stop string is a finished turn worth pinning; `stoppe
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 OPS = ("session", "end", "tool", "delivered", "disconnect")
@@ -69,8 +70,11 @@ class EngineControl:
         state = prog.summary()
         pin = s.pins.table.get(program_id)
         state["pinned_blocks"] = len(pin.blocks) if pin else 0
-        state["ttl_s"] = pin.ttl_s if pin else 0.0
-        state["expires_in_s"] = (pin.expires_at - s.clock()) if pin else None
+        # JSON has no infinity: a pin kept until the program returns has no TTL and no expiry, and says so.
+        until_return = pin is not None and math.isinf(pin.ttl_s)
+        state["ttl_s"] = None if until_return else (pin.ttl_s if pin else 0.0)
+        state["expires_in_s"] = None if until_return or not pin else pin.expires_at - s.clock()
+        state["pinned_until_return"] = until_return
         return state
 
     def stats(self) -> dict:

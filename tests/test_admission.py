@@ -131,3 +131,18 @@ def test_a_latency_sensitive_program_skips_the_door():
     add(s, "b1", 5000, 640, 8, "B")  # best-effort: waits at the door
     add(s, "c1", 9000, 640, 8, "C", **{"class": "ls"})  # latency-sensitive: admitted at once
     assert s.programs.get("A").admitted and not s.programs.get("B").admitted and s.programs.get("C").admitted
+
+
+def test_a_pin_kept_until_return_reads_as_json():
+    import json
+
+    from continuum.engine_control import EngineControl
+
+    s = make(num_blocks=41)
+    add(s, "a1", 1000, 320, 8, "A")
+    while s.has_requests():
+        run_step(s)
+    ctl = EngineControl(s)
+    state = ctl.session_state("A")
+    assert state["pinned_blocks"] > 0 and state["pinned_until_return"] and state["ttl_s"] is None
+    json.dumps(ctl.stats(), allow_nan=False)  # what the HTTP layer sends: no Infinity anywhere
