@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
+    for r in results:
+        adm = ((r.get("meta") or {}).get("scheduler") or {}).get("admission") or {}
+        if adm.get("mode") == "memory":
+            print(f"\n{r['policy']}: {adm.get('held', 0)} of {len(r.get('per_program') or [])} programs waited at the "
+                  f"admission door until the KV pool could hold them (mean wait {adm.get('door_wait_s_mean', 0):.1f}"
+                  f" s, counted in their JCT)")
     for r in ratios(results):
         if r["mean_jct"] is not None:
             verdict = "faster" if r["mean_jct"] < 1 else "not faster"

@@ -86,7 +86,9 @@ class ReplayOptions:
     temperature: float = 0.0
     progress: bool = True
     policy: str | None = None  # label in the result; None: "continuum" if the server has /continuum/stats
-    stats_interval_s: float = 0.5
+    # How often /continuum/stats is sampled (for the peak of pinned blocks): rarely, since the server answers it
+    # under the scheduler's lock and only Continuum servers are polled, so it must not tilt a comparison.
+    stats_interval_s: float = 5.0
     api_key: str | None = None
     session_prefix: str = ""  # session id = prefix + program id (distinct runs on one server stay distinct)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -260,9 +262,11 @@ async def replay(programs: Sequence[Program], opts: ReplayOptions) -> dict[str, 
         after = after or (sampler.last if sampler else None)
         pins = pin_delta(info["stats"], after, sampler.peak if sampler else 0) if has_stats else None
         sched = (after or {}).get("sched_step_ms") if has_stats else None
+        scheduler = {k: (after or {}).get(k) for k in ("admission", "phase", "preempted_for_waiting")}
     meta = {"base_url": opts.base_url, "model": model, "seed": opts.seed, "max_context": max_context,
             "token_scale": opts.token_scale, "tool_scale": opts.tool_scale, "hints": opts.hints,
-            "wall_s": wall, "server_down": run.server_down.is_set(), "continuum_stats": has_stats, **opts.meta}
+            "wall_s": wall, "server_down": run.server_down.is_set(), "continuum_stats": has_stats,
+            "scheduler": scheduler if has_stats else None, **opts.meta}
     return summarize(run.records, policy=policy, jps=opts.jps, pins=pins, sched_step_ms=sched, meta=meta)
 
 
