@@ -112,17 +112,6 @@ def test_the_engine_core_runs_at_a_lower_priority_than_the_api_server(server):
     assert os.getpriority(os.PRIO_PROCESS, api) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
-def test_sigterm_shuts_down_cleanly(server):
-    """Runs last in this module: stops the shared server."""
-    t0 = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    code = server.proc.wait(60)
-    assert code in (0, -signal.SIGTERM), code
-    assert time.monotonic() - t0 < 60
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(server.base_url + "/health", timeout=2)
-
-
 def test_beam_search_with_patience_is_served_and_a_bad_patience_named(server):
     # Without EOS (ignore_eos) no hypothesis finishes early, so patience cannot stop the search: the answer must
     # be the same as vLLM's own search gives.
@@ -134,3 +123,14 @@ def test_beam_search_with_patience_is_served_and_a_bad_patience_named(server):
     assert texts(plain) == texts(patient) and len(texts(plain)) == 2
     bad = post(server, "/v1/completions", {**beam, "vllm_xargs": {"patience": -1}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "vllm_xargs.patience"
+
+def test_sigterm_shuts_down_cleanly(server):
+    """Runs last in this module: stops the shared server."""
+    t0 = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    code = server.proc.wait(60)
+    assert code in (0, -signal.SIGTERM), code
+    assert time.monotonic() - t0 < 60
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(server.base_url + "/health", timeout=2)
+
