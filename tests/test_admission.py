@@ -6,18 +6,12 @@ from continuum.offline import build_scheduler, make_request, run_step
 from continuum.policies import scheduler_for
 from eval.sim.engine import Engine
 from eval.sim.run import simulate_result
+from tests.fake_clock import Clock
 from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
 from workloads import Program, Turn, assign_arrivals
 
 BS = 32
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(num_blocks: int, policy: str = "continuum", **overrides):

@@ -9,16 +9,10 @@ from __future__ import annotations
 from continuum.offline import build_scheduler, make_request, run_step
 from continuum.phases import PhaseSwitch
 from continuum.policies import resolve, scheduler_for
+from tests.fake_clock import Clock
 
 BS = 32
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(policy: str, num_blocks: int = 256, max_num_seqs: int = 8, **overrides):

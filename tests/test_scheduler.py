@@ -10,16 +10,10 @@ from vllm.v1.request import RequestStatus
 from continuum.config import ContinuumConfig
 from continuum.offline import build_scheduler, make_request, run_step
 from continuum.scheduler import ContinuumAsyncScheduler, ContinuumScheduler
+from tests.fake_clock import Clock
 
 BS = 32
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(policy: str = "continuum", num_blocks: int = 40, clock: Clock | None = None, is_async: bool = False,
