@@ -99,11 +99,13 @@ def base_key(ordering: str, sched: Any) -> Key:
         return (0 if was_preempted(r) else 1, sched.attained_service(r), r.arrival_time)
 
     def srpt(r: Request) -> tuple:
-        # Shortest predicted remaining work first; each second waited counts as a second less of work (aging).
+        # Shortest predicted remaining work first, each second waited counting as a second less of work (aging):
+        # work - (now - arrival). Every waiting request ages at the same rate, so ordering by work + arrival is
+        # the same order at any time: the key is fixed while the request waits.
         tier = 0 if was_preempted(r) else 1 if sched.is_pinned(r) else 2
         prog = sched.program_of(r)
         work = prog.prediction.seconds if prog is not None and prog.prediction is not None else 0.0
-        return (tier, work - (sched.clock() - r.arrival_time), r.arrival_time)
+        return (tier, work + r.arrival_time, r.arrival_time)
 
     keys = {"program-fcfs": program_fcfs, "fcfs": fcfs, "plas": plas, "srpt": srpt}
     if ordering not in keys:

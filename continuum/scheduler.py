@@ -204,7 +204,7 @@ class ContinuumMixin:
         if active is not None and self.levels.active_names != active:
             self.levels.set_active(active)
             self.waiting.dirty = True
-        timed = self.levels.dynamic or self.classes.enabled or self.continuum.ordering in ("plas", "srpt")
+        timed = self.levels.dynamic or self.classes.enabled or self.continuum.ordering == "plas"
         due = now >= self.next_resort
         if self.waiting.dirty or (timed and due):
             self.waiting.resort()
