@@ -11,7 +11,7 @@ import re
 from typing import Any, Awaitable, Callable
 
 from continuum.config import ContinuumConfig
-from continuum.control import ControlClient
+from continuum.dp import control_client
 from continuum.tool_names import ResponseToolReader
 
 MAX_SESSION_ID = 256
@@ -105,8 +105,8 @@ class ContinuumMiddleware:
 
     def __init__(self, app: Callable) -> None:
         self.app = app
-        address = ContinuumConfig.from_env().control_addr
-        self.control = ControlClient(address) if address else None
+        cfg = ContinuumConfig.from_env()
+        self.control = control_client(cfg.control_addr, cfg.dp_size) if cfg.control_addr else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
