@@ -20,11 +20,17 @@ from continuum.control import ControlClient
 
 
 def dp_rank_and_size(sched: Any) -> tuple[int, int]:
-    """(rank, size) of the data-parallel group a scheduler runs in ((0, 1) without one)."""
+    """(rank, size) of the data-parallel group a scheduler runs in ((0, 1) without one).
+
+    vLLM runs the ranks of a dense model as independent engines (their ``data_parallel_size`` is reset to 1;
+    ``data_parallel_index`` keeps the rank), so the size comes from `continuum serve` (``dp_size``) as well."""
     pc = getattr(getattr(sched, "vllm_config", None), "parallel_config", None)
+    cfg_size = getattr(getattr(sched, "continuum", None), "dp_size", 1)
     if pc is None:
-        return 0, 1
-    return int(getattr(pc, "data_parallel_rank", 0) or 0), int(getattr(pc, "data_parallel_size", 1) or 1)
+        return 0, cfg_size
+    rank = getattr(pc, "data_parallel_index", None)
+    rank = pc.data_parallel_rank if rank is None else rank
+    return int(rank or 0), max(int(pc.data_parallel_size or 1), int(cfg_size or 1))
 
 
 def rank_address(base: str, rank: int, size: int) -> str:
