@@ -7,7 +7,7 @@
 
 ``replicas``: N replicas serve the first N x ``per-replica`` programs of the trace at N x ``jps`` (each replica
 sees the load one replica sees at ``jps``); the table compares mean / p95 JCT and prefix hit rate with one
-replica's. ``balance``: ``dp`` ranks in lockstep, balance scheduling off and on (`continuum.balance`); the
+replica serving the same programs at ``jps`` (same programs, so the comparison is not a sample of another set). ``balance``: ``dp`` ranks in lockstep, balance scheduling off and on (`continuum.balance`); the
 table compares output throughput, time per output token, TTFT and JCT. Both write ``results.json``,
 ``report.md`` and PNG plots.
 """
@@ -44,53 +44,62 @@ def _row(r: dict, **extra: Any) -> dict:
 
 
 def run_replicas(programs: list, args: argparse.Namespace) -> list[dict]:
+    """Per replica count N: one replica serving the same N x per-replica programs at the base load (the
+    baseline), then N replicas at N times the load under each router."""
     rows = []
     for n in args.replicas:
         progs = programs[: n * args.per_replica]
         if len(progs) < n * args.per_replica:
             raise SystemExit(f"--per-replica: the trace has {len(programs)} programs, {n} replicas need "
                              f"{n * args.per_replica}")
-        for router in (args.routers if n > 1 else ["session"]):
+        for router in ["-"] + (args.routers if n > 1 else []):
             t0 = time.perf_counter()
-            r = simulate_result(progs, args.policy, args.profile, args.jps * n, args.seed, progress=args.progress,
-                                replicas=n, router=router)
-            rows.append(_row(r, replicas=n, router=router if n > 1 else "-", jps=args.jps * n,
+            k = 1 if router == "-" else n
+            r = simulate_result(progs, args.policy, args.profile, args.jps * k, args.seed, progress=args.progress,
+                                replicas=k, router="session" if router == "-" else router)
+            rows.append(_row(r, replicas=k, router=router, jps=args.jps * k, group=n,
                              wall_s=time.perf_counter() - t0))
-            print(f"[scaleout] {n} x {router}: mean JCT {r['jct_s']['mean']:.2f} s, hits "
-                  f"{100 * r['prefix_hit_rate']:.1f}%", file=sys.stderr, flush=True)
+            print(f"[scaleout] {len(progs)} programs, {k} x {router}: mean JCT {r['jct_s']['mean']:.2f} s, hits "
+                  f"{100 * r['prefix_hit_rate']:.1f}% ({rows[-1]['wall_s']:.0f} s)", file=sys.stderr, flush=True)
     return rows
 
 
 def replicas_table(rows: Sequence[dict]) -> str:
-    base = next(r for r in rows if r["replicas"] == 1)
-    head = ("| replicas | router | JPS | done/total | mean JCT (s) | vs 1 replica | p95 JCT (s) | prefix hit rate "
-            "| vs 1 replica (points) | turns moved |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| programs | replicas | router | JPS | done/total | mean JCT (s) | vs 1 replica | p95 JCT (s) "
+            "| prefix hit rate | vs 1 replica (points) | turns moved |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
-        lines.append(f"| {r['replicas']} | {r['router']} | {r['jps']:g} | {r['completed']}/{r['programs']} "
-                     f"| {r['mean_jct_s']:.2f} | {100 * (r['mean_jct_s'] / base['mean_jct_s'] - 1):+.1f}% "
-                     f"| {r['p95_jct_s']:.2f} | {100 * r['hit_rate']:.1f}% "
-                     f"| {100 * (r['hit_rate'] - base['hit_rate']):+.1f} | {r['moves']} |")
+        base = next(b for b in rows if b["group"] == r["group"] and b["router"] == "-")
+        lines.append(f"| {r['programs']} | {r['replicas']} | {r['router']} | {r['jps']:g} "
+                     f"| {r['completed']}/{r['programs']} | {r['mean_jct_s']:.2f} "
+                     f"| {100 * (r['mean_jct_s'] / base['mean_jct_s'] - 1):+.1f}% | {r['p95_jct_s']:.2f} "
+                     f"| {100 * r['hit_rate']:.1f}% | {100 * (r['hit_rate'] - base['hit_rate']):+.1f} "
+                     f"| {r['moves']} |")
     return "\n".join(lines)
 
 
 def plot_replicas(rows: Sequence[dict], path: Path) -> Path:
+    """Mean JCT and prefix hit rate of N replicas relative to one replica on the same programs."""
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    base = next(r for r in rows if r["replicas"] == 1)
-    for i, router in enumerate(sorted({r["router"] for r in rows if r["router"] != "-"})):
-        pts = [base] + sorted((r for r in rows if r["router"] == router), key=lambda r: r["replicas"])
+    routers = [r for r in dict.fromkeys(x["router"] for x in rows) if r != "-"]
+    for i, router in enumerate(routers):
+        pts = sorted((r for r in rows if r["router"] == router), key=lambda r: r["replicas"])
+        base = {r["group"]: r for r in rows if r["router"] == "-"}
         xs = [r["replicas"] for r in pts]
-        a.plot(xs, [r["mean_jct_s"] for r in pts], marker="o", color=f"C{i}", label=f"{router} mean")
-        a.plot(xs, [r["p95_jct_s"] for r in pts], marker="x", ls="--", color=f"C{i}", alpha=0.7, label=f"{router} p95")
-        b.plot(xs, [100 * r["hit_rate"] for r in pts], marker="o", color=f"C{i}", label=router)
-    for ax, label in ((a, "JCT (s)"), (b, "prefix hit rate (%)")):
+        a.plot(xs, [r["mean_jct_s"] / base[r["group"]]["mean_jct_s"] for r in pts], marker="o", color=f"C{i}",
+               label=router)
+        b.plot(xs, [100 * (r["hit_rate"] - base[r["group"]]["hit_rate"]) for r in pts], marker="o",
+               color=f"C{i}", label=router)
+    a.axhline(1.1, color="grey", ls=":", label="+10%")
+    b.axhline(-3, color="grey", ls=":", label="-3 points")
+    for ax, label in ((a, "mean JCT / one replica's"), (b, "prefix hit rate - one replica's (points)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("replicas (load proportional)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    a.set_ylim(bottom=0)
+    a.set_yscale("log")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
