@@ -30,14 +30,16 @@ class Cluster:
     """Replicas + router; a context manager. ``base_url`` is the router's."""
 
     def __init__(self, model: str, replicas: int, serve_args: Sequence[str] = (), port: int = 8000,
-                 host: str = "127.0.0.1", replica_port: int | None = None, router_policy: str = "consistent_hash",
+                 host: str = "127.0.0.1", replica_port: int | None = None, replica_ports: Sequence[int] = (),
+                 router_policy: str = "consistent_hash",
                  program_scheduling: bool = False, router_args: Sequence[str] = (),
                  log_dir: str | Path | None = None, startup_timeout_s: float = 900.0) -> None:
         self.log_dir = Path(log_dir) if log_dir else None
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         first = replica_port or port + 1
-        self.replicas = [ServerProcess(model, list(serve_args), port=first + i, log_path=self._log(f"replica-{i}"),
+        ports = list(replica_ports) or [first + i for i in range(replicas)]
+        self.replicas = [ServerProcess(model, list(serve_args), port=ports[i], log_path=self._log(f"replica-{i}"),
                                        startup_timeout_s=startup_timeout_s) for i in range(replicas)]
         self.router = RouterProcess([r.base_url for r in self.replicas], port=port, host=host,
                                     policy=router_policy, program_scheduling=program_scheduling,
