@@ -16,7 +16,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Sequence
 
