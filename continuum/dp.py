@@ -95,6 +95,6 @@ class DPControlClient:
         return not_found[0] if len(not_found) == len(answered) else answered[0][1]
 
 
-def control_client(address: str, size: int) -> ControlClient | DPControlClient:
+def control_client(address: str, size: int, timeout_s: float = 5.0) -> ControlClient | DPControlClient:
     """The HTTP layer's control client: one rank's, or all ranks' behind one ``call``."""
-    return DPControlClient(address, size) if size > 1 else ControlClient(address)
+    return DPControlClient(address, size, timeout_s) if size > 1 else ControlClient(address, timeout_s)

@@ -18,10 +18,11 @@ import re
 from typing import Any, Callable
 
 from continuum.affinity import SessionAffinity
-from continuum.api import COMPLETION_PATHS, read_body, replaying
+from continuum.api import read_body, replaying
 from continuum.config import ContinuumConfig
 
 RANK_HEADER = b"x-data-parallel-rank"
+COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")  # requests that carry a program
 _END_PATH = re.compile(r"^/v1/sessions/(?P<id>[^/]+)/end/?$")
 
 
