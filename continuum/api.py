@@ -25,6 +25,7 @@ from continuum import beam_patience
 from continuum.api_keys import Keys
 from continuum.config import ContinuumConfig
 from continuum.control import ControlClient
+from continuum.dp import DPControlClient, control_client
 from continuum.metrics import ContinuumCollector
 from continuum.routes import error_body
 from continuum.tenancy import ANONYMOUS, Caller
@@ -46,7 +47,7 @@ class ContinuumState:
     """What the routes need, kept on ``app.state.continuum``."""
 
     keys: Keys
-    control: ControlClient | None
+    control: ControlClient | DPControlClient | None
     collector: ContinuumCollector | None
 
 
@@ -56,8 +57,9 @@ class ContinuumMiddleware:
     def __init__(self, app: Callable) -> None:
         self.app = app
         cfg = ContinuumConfig.from_env()
-        self.control = ControlClient(cfg.control_addr) if cfg.control_addr else None
-        self.quick = ControlClient(cfg.control_addr, timeout_s=1.0) if cfg.control_addr else None
+        addr, size = cfg.control_addr, cfg.dp_size
+        self.control = control_client(addr, size) if addr else None
+        self.quick = control_client(addr, size, timeout_s=1.0) if addr else None
         self.count_events = "backpressure" in cfg.terms  # nothing to count for otherwise
         self.state: ContinuumState | None = None
 

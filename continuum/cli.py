@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="continuum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve(sub)
+    from continuum.cluster import add_cluster
+
+    add_cluster(sub)
     add_models(sub)
     sub.add_parser("policies", help="list the policy presets and components with their knobs")
     from workloads.cli import add_trace_parser
@@ -122,10 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "serve":
+    if extra and args.command not in ("serve", "cluster"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return run_serve(args, extra)
+    if args.command == "cluster":
+        from continuum.cluster import run_cluster
+
+        return run_cluster(args, extra)
     if args.command == "models":
         return run_models(args)
     if args.command == "policies":

@@ -38,11 +38,15 @@ class ContinuumConfig(BaseModel):
     phase: str = "off"
     admission: str = "open"
     work: str = "model"  # where a program's predicted remaining work comes from
+    balance: str = "off"  # data-parallel ranks in lockstep: hold admissions together
     knobs: dict[str, float] = Field(default_factory=dict)  # "component.knob" -> value; defaults in the registry
     # A program with no turn for this long (and no end call) is ended: its pin released, its state dropped.
     idle_end_s: float = Field(600.0, gt=0)
     # Address of the engine-side control channel (stats, session end); empty disables it.
     control_addr: str = ""
+    # Data-parallel ranks behind this server (`continuum serve` sets it from --data-parallel-size): the HTTP
+    # layer reaches every rank's control channel and keeps each program on one rank.
+    dp_size: int = Field(1, ge=1)
     # Prefill cost model coefficients (seconds = a + b*tokens + c*tokens^2); None keeps kvttl's defaults.
     reload_cost: list[float] | None = None
 
@@ -52,7 +56,7 @@ class ContinuumConfig(BaseModel):
         except ValidationError as exc:  # one plain message naming the field, like the CLI's
             raise ConfigError(_first_error(exc)) from None
 
-    @field_validator("ttl_mode", "ordering", "classes", "phase", "admission", "work")
+    @field_validator("ttl_mode", "ordering", "classes", "phase", "admission", "work", "balance")
     @classmethod
     def _known_component(cls, value: str, info: Any) -> str:
         from continuum.policies import check_component
@@ -96,7 +100,7 @@ class ContinuumConfig(BaseModel):
 
 
 _KIND_OF_FIELD = {"ttl_mode": "retention", "ordering": "ordering", "classes": "classes", "phase": "phase",
-                  "admission": "admission", "work": "work"}
+                  "admission": "admission", "work": "work", "balance": "balance"}
 
 
 def _first_error(exc: ValidationError) -> str:

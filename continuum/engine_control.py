@@ -93,6 +93,7 @@ class EngineControl:
                        "usage": s.kv_cache_manager.usage},
                 "predictor": s.ttl.state(),
                 "admission": s.admission.state(),
+                "balance": s.balance.state(),
                 "phase": s.phases.state() if s.phases.enabled else None,
                 "preempted_for_waiting": s.preemption.count,
                 "sched_step_ms": {"mean": 1e3 * sum(steps) / len(steps) if steps else 0.0,

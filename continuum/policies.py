@@ -11,7 +11,8 @@ A policy is one component of each kind, which the scheduler consults at vLLM's s
 - **phase**: which terms are active, switched by load (`continuum.phases`);
 - **admission**: when a new program may start (`continuum.admission`);
 - **work**: where a program's predicted remaining work comes from (`kvttl.program_work`), which admission and
-  the ``srpt`` ordering use.
+  the ``srpt`` ordering use;
+- **balance**: whether data-parallel ranks in lockstep hold new admissions together (`continuum.balance`).
 
 A preset names a composition; component settings (``--ordering``, ``--ttl-mode``, ``--knob demotion.chunk=512``,
 ...) override it. ``continuum serve --policy``, ``continuum sim``, ``continuum bench`` and the sweep all resolve a
@@ -26,7 +27,7 @@ from typing import Any, Mapping
 
 from continuum.config import ConfigError, ContinuumConfig
 
-KINDS = ("retention", "ordering", "term", "classes", "phase", "admission", "work")
+KINDS = ("retention", "ordering", "term", "classes", "phase", "admission", "work", "balance")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ _COMPONENTS = [
                                                                             "counted in a working set")),
     _c("work", "model", "predicted from the program's turns so far and completed programs' statistics"),
     _c("work", "oracle", "the true future, told by the client in vllm_xargs.future (simulator only)"),
+    _c("balance", "off", "each data-parallel rank admits on its own (vLLM's behaviour)"),
+    _c("balance", "any-full", "every data-parallel rank holds new admissions while any rank's running queue is "
+                              "nearly full (vllm-ascend's balance scheduling, for ranks in lockstep)",
+       headroom=(1, "a rank is full within this many requests of max_num_seqs")),
 ]
 COMPONENTS: dict[tuple[str, str], Component] = {(c.kind, c.name): c for c in _COMPONENTS}
 
@@ -215,7 +220,7 @@ def describe() -> str:
             f"{k}={'+'.join(v) if isinstance(v, list) else v}" for k, v in s.items() if v)
         lines.append(f"  {name:<15} {preset.doc}  [{comp}]")
     flags = {"retention": "--ttl-mode", "ordering": "--ordering", "term": "--terms a,b", "classes": "--classes",
-             "phase": "--phase", "admission": "--admission", "work": "--work"}
+             "phase": "--phase", "admission": "--admission", "work": "--work", "balance": "--balance"}
     for kind in KINDS:
         lines += ["", f"{kind} ({flags[kind]}):"]
         for c in (c for c in _COMPONENTS if c.kind == kind):

@@ -15,7 +15,8 @@ from continuum.policies import names
 
 _CHOICE_FLAGS = {"ttl_mode": ("--ttl-mode", "retention"), "ordering": ("--ordering", "ordering"),
                  "classes": ("--classes", "classes"), "phase": ("--phase", "phase"),
-                 "admission": ("--admission", "admission"), "work": ("--work", "work")}
+                 "admission": ("--admission", "admission"), "work": ("--work", "work"),
+                 "balance": ("--balance", "balance")}
 
 
 def knob_arg(text: str) -> tuple[str, float]:

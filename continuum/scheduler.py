@@ -28,9 +28,11 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from continuum.admission import make_admission
+from continuum.balance import make_balance
 from continuum.classes import Classes
 from continuum.config import ContinuumConfig
 from continuum.control import ControlServer
+from continuum.dp import dp_rank_and_size, rank_address
 from continuum.engine_control import EngineControl, stopped_by_string
 from continuum.kv_pins import KVPins, pinnable_blocks
 from continuum.ordering import ProgramQueue, compose_key
@@ -99,7 +101,10 @@ class ContinuumMixin:
         self.waiting = ProgramQueue(compose_key(self, cfg.ordering))
         self._allocate_slots = self.kv_cache_manager.allocate_slots
         self.kv_cache_manager.allocate_slots = self._allocate_or_release_pins
-        self.control = ControlServer(cfg.control_addr, EngineControl(self).handle) if cfg.control_addr else None
+        self.control = ControlServer(rank_address(cfg.control_addr, *dp_rank_and_size(self)),
+                                     EngineControl(self).handle) if cfg.control_addr else None
+        # Data-parallel ranks in lockstep: hold admissions together (`continuum.balance`; off by default).
+        self.balance = make_balance(cfg, self)
 
     # -- what the components ask -----------------------------------------------------------------------------
     def program_of(self, request: Request) -> Program | None:
@@ -188,7 +193,8 @@ class ContinuumMixin:
             self.admission.step()
             self._prepare_order()
             self.preemption.make_room()
-            out = super().schedule(*args, **kwargs)
+            with self.balance.gate():
+                out = super().schedule(*args, **kwargs)
             self._after_admission(out)
             self.step_times.append(time.perf_counter() - t0)
             if len(self.step_times) > 4096:
@@ -322,7 +328,9 @@ class ContinuumMixin:
 
     def update_from_output(self, *args: Any, **kwargs: Any):
         with self.lock:
-            return super().update_from_output(*args, **kwargs)
+            out = super().update_from_output(*args, **kwargs)
+            self.balance.publish()  # finished turns left the running queue: peers see it before our next step
+            return out
 
     def finish_requests(self, *args: Any, **kwargs: Any):
         with self.lock:
@@ -336,6 +344,7 @@ class ContinuumMixin:
     def shutdown(self) -> None:
         if self.control is not None:
             self.control.close()
+        self.balance.close()
         super().shutdown()
 
     # -- programs -----------------------------------------------------------------------------------------

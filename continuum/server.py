@@ -17,11 +17,23 @@ from continuum.config import ENV_VAR, ContinuumConfig
 
 SCHEDULER_CLS = "continuum.scheduler.make_scheduler"
 MIDDLEWARE = "continuum.api.ContinuumMiddleware"
+DP_MIDDLEWARE = "continuum.dp_affinity.DPAffinityMiddleware"
 CPU_DEFAULT_KV_BYTES = 2 * 1024**3
 
 
 def has_flag(args: list[str], *names: str) -> bool:
     return any(a == n or a.startswith(n + "=") for a in args for n in names)
+
+
+def data_parallel_size(args: list[str]) -> int:
+    """The ``--data-parallel-size``/``-dp`` among vLLM flags (1 without it)."""
+    for i, a in enumerate(args):
+        for flag in ("--data-parallel-size", "-dp"):
+            value = args[i + 1] if a == flag and i + 1 < len(args) else a.partition("=")[2] \
+                if a.startswith(flag + "=") else None
+            if value is not None:
+                return int(value) if value.isdigit() else 1  # vLLM itself rejects a bad value
+    return 1
 
 
 def on_cpu() -> bool:
@@ -44,6 +56,8 @@ def build_vllm_args(model: str, continuum: bool, port: int, extra: list[str]) ->
         args += ["--kv-cache-memory-bytes", str(CPU_DEFAULT_KV_BYTES)]
     if continuum:
         args += ["--scheduler-cls", SCHEDULER_CLS, "--middleware", MIDDLEWARE]
+        if data_parallel_size(extra) > 1:  # keep each program on one rank (`continuum.dp_affinity`)
+            args += ["--middleware", DP_MIDDLEWARE]
         if not has_flag(extra, "--enable-prefix-caching", "--no-enable-prefix-caching"):
             args += ["--enable-prefix-caching"]  # pins are prefix-cache blocks
     return args + extra
@@ -132,6 +146,7 @@ def serve(model: str, config: ContinuumConfig | None, port: int, extra: list[str
     engine_priority.watch(engine_nice)
     if config is not None:
         config.control_addr = config.control_addr or control_address()
+        config.dp_size = data_parallel_size(extra)
         os.environ[ENV_VAR] = config.to_env()
     run_vllm(build_vllm_args(model, config is not None, port, extra))
 

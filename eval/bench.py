@@ -73,6 +73,9 @@ class BenchConfig:
     title: str = "Continuum vs vLLM"
     notes: list[str] = field(default_factory=list)
     echo: bool = True  # print the table, ratios and paths at the end
+    routers: Sequence[str] = ()  # live through vllm-router: set-ups of `eval.bench_cluster` (hash, program)
+    replicas: int = 2  # replicas behind the router
+    router_config: str | None = None  # vllm-router's --program-scheduling-config-json
 
 
 def _split(args: str | Sequence[str]) -> list[str]:
@@ -232,9 +235,24 @@ def run_bench(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, A
         raise BenchError("need at least one policy and one rate")
     for p in cfg.policies:
         policy_args(p, cfg)  # fail on a bad name before anything starts
+    if cfg.routers:
+        from eval.bench_cluster import router_options
+
+        if cfg.mode != "live":
+            raise BenchError("--router: routers are for live runs (the simulator has --replicas/--router)")
+        try:
+            for r in cfg.routers:
+                router_options(r, cfg)
+        except ValueError as exc:
+            raise BenchError(f"--router: {exc}") from None
     cfg.out_dir = Path(cfg.out_dir)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    results = _live(programs, cfg) if cfg.mode == "live" else _sim(programs, cfg)
+    if cfg.routers and cfg.mode == "live":
+        from eval.bench_cluster import live_cluster
+
+        results = live_cluster(programs, cfg)
+    else:
+        results = _live(programs, cfg) if cfg.mode == "live" else _sim(programs, cfg)
     (cfg.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     paths = write_report(results, cfg.out_dir, title=cfg.title, notes=cfg.notes, plots=cfg.plots)
     if cfg.echo:

@@ -96,6 +96,13 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--restart-each-run", action="store_true",
                    help="a fresh server for every rate (default: one server per policy, prefix cache reset)")
     b.add_argument("--profile", default=None, help="sim mode: cost-model profile name")
+    b.add_argument("--router", default="", metavar="SETUPS",
+                   help="live: run each policy as --replicas replicas behind vllm-router, once per set-up: hash "
+                        "(consistent hash on X-Session-ID), program (plus the router's program scheduling); "
+                        "e.g. hash,program")
+    b.add_argument("--replicas", type=positive_int, default=2, help="live --router: replicas per cluster (default 2)")
+    b.add_argument("--router-config", default=None,
+                   help="live --router program: JSON for vllm-router's --program-scheduling-config-json")
     b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     add_policy_flags(b)
     from eval.agent_cli import add_agent_arguments
@@ -187,7 +194,9 @@ def _run_bench(args: argparse.Namespace) -> int:
             block_size=args.block_size, num_gpu_blocks=args.num_gpu_blocks, max_model_len=args.max_model_len,
             server_args=args.server_args, continuum_args=args.continuum_args, overrides=overrides_from_args(args),
             startup_timeout_s=args.startup_timeout, restart_each_run=args.restart_each_run, profile=args.profile,
-            progress=args.progress, plots=args.plots, trace=str(args.trace))
+            progress=args.progress, plots=args.plots, trace=str(args.trace),
+            routers=[r.strip() for r in args.router.split(",") if r.strip()], replicas=args.replicas,
+            router_config=args.router_config)
         run_bench(programs, cfg)
     except BenchError as exc:
         raise _BadInput(str(exc)) from None

@@ -91,6 +91,8 @@ class ReplayOptions:
     stats_interval_s: float = 5.0
     api_key: str | None = None
     session_prefix: str = ""  # session id = prefix + program id (distinct runs on one server stay distinct)
+    # Also name the program the way vllm-router's program scheduling reads it (vllm_xargs.agentic_context)
+    agentic_context: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,13 @@ def prepare_programs(programs: Sequence[Program], *, jps: float | None, seed: in
     elif any(p.arrival_s is None for p in out):
         raise ReplayError("the trace has programs without arrival_s: give a rate (--jps)")
     return out
+
+
+def agentic_context(session_id: str) -> dict[str, str]:
+    """vllm-router's program identity for a request. A JSON string: vLLM's ``vllm_xargs`` take no objects."""
+    import json
+
+    return {"agentic_context": json.dumps({"program_id": session_id})}
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -203,8 +212,9 @@ class _Run:
 
     async def _turn(self, session: AsyncAgentSession, plan: TurnPlan, prompt: list[int], tr: TurnRecord) -> list[int]:
         tr.sent_s = self.now()
+        extra = {"vllm_xargs": agentic_context(session.session_id)} if self.opts.agentic_context else {}
         await session.complete(prompt, tool=plan.tool, is_last_step=plan.is_last_step, max_tokens=plan.max_tokens,
-                               ignore_eos=True, temperature=self.opts.temperature)
+                               ignore_eos=True, temperature=self.opts.temperature, **extra)
         stats = session.turn_stats[-1]
         tr.sent_s = stats.sent_s - self.t0
         tr.first_token_s = stats.first_token_s - self.t0

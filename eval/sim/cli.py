@@ -5,6 +5,8 @@ exit status (2 with a message on stderr for bad input). ``python -m eval.sim.cli
 without the entry point.
 
     continuum sim --trace FILE --policy P --profile NAME --jps X --out RESULT.json
+    continuum sim --trace FILE --replicas 4 --router session --jps 4 --out RESULT.json
+    continuum sim --trace FILE --dp 4 --lockstep --balance any-full --max-num-seqs 64 --jps 4 --out RESULT.json
     continuum sim --profile list
     continuum profile [--model tiny] [--out eval/sim/fitted/cpu.json]
 """
@@ -60,6 +62,17 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-blocks", type=positive_int, help="override the profile's KV pool size (blocks)")
     p.add_argument("--block-size", type=positive_int, help="override the profile's KV block size")
     p.add_argument("--max-model-len", type=positive_int, help="override the profile's max model length")
+    p.add_argument("--max-num-seqs", type=positive_int, help="override the profile's max running requests per engine")
+    g = p.add_argument_group("scale-out (eval/sim/cluster.py, eval/sim/lockstep.py)")
+    g.add_argument("--replicas", type=positive_int, default=1, help="engines behind a router (default 1)")
+    g.add_argument("--router", choices=("round-robin", "session", "session-load"), default="session",
+                   help="how --replicas route turns: round-robin, session (hash of the program id), session-load "
+                        "(session, spilling to the least loaded engine when overloaded); default session")
+    g.add_argument("--dp", type=positive_int, default=1,
+                   help="data-parallel ranks; a program is kept on one rank (spilling when it is overloaded)")
+    g.add_argument("--lockstep", action="store_true",
+                   help="with --dp: ranks step together and a step lasts as long as the slowest rank's batch "
+                        "(mixture-of-experts data parallelism); pair with --balance any-full")
     add_policy_flags(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -110,7 +123,8 @@ def _profile(args: argparse.Namespace):
         prof = get_profile(args.profile)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
         raise _BadInput(f"--profile: {exc}") from None
-    for flag, attr in (("num_blocks", "num_blocks"), ("block_size", "block_size"), ("max_model_len", "max_model_len")):
+    for flag, attr in (("num_blocks", "num_blocks"), ("block_size", "block_size"), ("max_model_len", "max_model_len"),
+                       ("max_num_seqs", "max_num_seqs")):
         if getattr(args, flag, None):
             setattr(prof, attr, getattr(args, flag))
     return prof
@@ -137,6 +151,7 @@ def _run_sim(args: argparse.Namespace) -> int:
         rates = [positive_float(x) for x in args.jps] if args.jps else [None]
     except argparse.ArgumentTypeError as exc:
         raise _BadInput(f"--jps: {exc}") from None
+    _check_scaleout(args)
     prof = _profile(args)
     programs = _load_programs(args)
     from eval.sim.run import simulate_result
@@ -149,11 +164,14 @@ def _run_sim(args: argparse.Namespace) -> int:
                 r = simulate_result(programs, pol, prof, jps, args.seed, progress=args.progress,
                                     policy_overrides=overrides or None,
                                     meta={"trace": str(args.trace), "token_scale": args.token_scale,
-                                          "tool_scale": args.tool_scale, "max_context": args.max_context})
+                                          "tool_scale": args.tool_scale, "max_context": args.max_context},
+                                    replicas=args.replicas, router=args.router, dp=args.dp, lockstep=args.lockstep)
             except ValueError as exc:
                 raise _BadInput(str(exc)) from None
             results.append(r)
-            print(f"sim {pol} jps={jps}: {r['completed']}/{r['programs']} programs, mean JCT "
+            where = f" x{args.replicas} {args.router}" if args.replicas > 1 else \
+                f" dp{args.dp}{' lockstep' if args.lockstep else ''}" if args.dp > 1 else ""
+            print(f"sim {pol}{where} jps={jps}: {r['completed']}/{r['programs']} programs, mean JCT "
                   f"{r['jct_s']['mean']:.2f} s, p95 {r['jct_s']['p95']:.2f} s, slowdown {r['slowdown']['mean']:.2f}, "
                   f"prefix hits {100 * r['prefix_hit_rate']:.1f}% ({time.perf_counter() - t0:.1f} s wall)",
                   file=sys.stderr)
@@ -168,6 +186,15 @@ def _run_sim(args: argparse.Namespace) -> int:
         pass
     print(f"result: {out}")
     return 0
+
+
+def _check_scaleout(args: argparse.Namespace) -> None:
+    if args.replicas > 1 and args.dp > 1:
+        raise _BadInput("--replicas and --dp: simulate replicas or data-parallel ranks, not both")
+    if args.lockstep and args.dp < 2:
+        raise _BadInput("--lockstep needs --dp 2 or more")
+    if args.router != "session" and args.replicas < 2:
+        raise _BadInput("--router needs --replicas 2 or more")
 
 
 def _run_profile(args: argparse.Namespace) -> int:

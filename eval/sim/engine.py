@@ -82,17 +82,30 @@ class EngineStats:
     peak_kv_usage: float = 0.0
 
 
+@dataclass
+class PlannedStep:
+    """A scheduled batch and its price, not yet applied."""
+
+    out: Any
+    req_ids: list[str]
+    t_sched: float  # wall clock after schedule(): the cost model's wall time is counted from here
+    batch: StepBatch = field(default_factory=StepBatch)
+    sampled: list[list[int]] = field(default_factory=list)
+    stepped: list[Pending] = field(default_factory=list)
+    dt: float = 0.0
+
+
 class Engine:
     """One simulated engine serving ``programs`` (with ``arrival_s`` set) under ``policy`` on ``profile``."""
 
     def __init__(self, programs: Sequence[Program], policy: str, profile: Profile, *, seed: int = 0,
                  progress: bool = False, stall_limit_s: float = 3600.0, policy_overrides: dict | None = None,
-                 record_steps: bool = False) -> None:
+                 record_steps: bool = False, clock: VirtualClock | None = None) -> None:
         if any(p.arrival_s is None for p in programs):
             raise ValueError("every program needs arrival_s (assign arrivals first)")
         self.profile = profile
         self.policy = policy
-        self.clock = VirtualClock()
+        self.clock = clock or VirtualClock()  # ranks in lockstep share one
         self.sched = build_engine_scheduler(policy, profile, self.clock, **(policy_overrides or {}))
         self.progs = [SimProgram(i, p, seed, profile.max_model_len, profile.block_size)
                       for i, p in enumerate(programs)]
@@ -155,25 +168,17 @@ class Engine:
         return self
 
     def _loop(self) -> None:
-        sched, clock, events, stats, profile = self.sched, self.clock, self._events, self.stats, self.profile
-        pending = self.pending
+        clock, events = self.clock, self._events
         stalled_since: float | None = None
-        perf = time.perf_counter
-        while events or pending:
+        while events or self.pending:
             while events and events[0][0] <= clock.now:
                 self._submit(heapq.heappop(events)[2])
-            if not pending:
+            if not self.pending:
                 clock.jump_to(events[0][0])
-                stats.idle_jumps += 1
+                self.stats.idle_jumps += 1
                 continue
-            t0 = perf()
-            out = sched.schedule()
-            t1 = perf()
-            stats.sched_wall_s.append(t1 - t0)
-            nst = out.num_scheduled_tokens
-            if not nst:
-                sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
-                stats.empty_steps += 1
+            step = self.plan()
+            if step is None:
                 stalled_since = clock.now if stalled_since is None else stalled_since
                 if events:
                     clock.jump_to(events[0][0])
@@ -183,50 +188,69 @@ class Engine:
                     clock.advance(1.0)  # only time-based state (pin expiry) can change: let it
                 continue
             stalled_since = None
-            for new in out.scheduled_new_reqs:
-                p = pending.get(new.req_id)
-                if p is not None and not p.admitted:
-                    p.admitted = True
-                    p.record.cached_tokens = new.num_computed_tokens
-            batch = StepBatch()
-            req_ids = list(nst)
-            sampled: list[list[int]] = []
-            stepped: list[Pending] = []
-            for rid in req_ids:
-                p = pending[rid]
-                r = p.request
-                c = r.num_computed_tokens
-                done = c >= r.num_tokens
-                batch.add(nst[rid], c, done)
-                if done:
-                    sampled.append([p.output_ids[r.num_output_tokens]])
-                    stepped.append(p)
-                else:
-                    sampled.append([])
-            dt = profile.step_time(batch)
-            t2 = perf()
-            clock.advance(dt)
-            if self.steps is not None:
-                self.steps.append((clock.now, dt, batch))
-            stats.steps += 1
-            stats.tokens += batch.tokens
-            stats.busy_s += dt
-            stats.preemptions += len(out.preempted_req_ids)
-            mro = ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: i for i, r in enumerate(req_ids)},
-                                    sampled_token_ids=sampled)
-            sched.update_from_output(out, mro)
-            t3 = perf()
-            stats.cost_wall_s += t2 - t1
-            stats.update_wall_s += t3 - t2
-            if stats.steps % 64 == 0:
-                stats.peak_running = max(stats.peak_running, len(sched.running))
-                stats.peak_waiting = max(stats.peak_waiting, len(sched.waiting))
-                stats.peak_kv_usage = max(stats.peak_kv_usage, sched.kv_cache_manager.usage)
-            for p in stepped:
-                if p.record.first_token_s is None:
-                    p.record.first_token_s = clock.now + self.overhead / 2
-                if p.request.is_finished():
-                    self._turn_done(p)
+            clock.advance(step.dt)
+            self.apply(step)
+
+    # -- one step, in two halves (ranks in lockstep plan all, then advance the shared clock by the slowest) --
+    def plan(self) -> "PlannedStep | None":
+        """``schedule()`` and the cost model's price of the batch; None (after vLLM's empty update) when
+        nothing could be scheduled."""
+        sched, stats, pending = self.sched, self.stats, self.pending
+        perf = time.perf_counter
+        t0 = perf()
+        out = sched.schedule()
+        t1 = perf()
+        stats.sched_wall_s.append(t1 - t0)
+        nst = out.num_scheduled_tokens
+        if not nst:
+            sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
+            stats.empty_steps += 1
+            return None
+        for new in out.scheduled_new_reqs:
+            p = pending.get(new.req_id)
+            if p is not None and not p.admitted:
+                p.admitted = True
+                p.record.cached_tokens = new.num_computed_tokens
+        step = PlannedStep(out=out, req_ids=list(nst), t_sched=t1)
+        for rid in step.req_ids:
+            p = pending[rid]
+            r = p.request
+            c = r.num_computed_tokens
+            done = c >= r.num_tokens
+            step.batch.add(nst[rid], c, done)
+            if done:
+                step.sampled.append([p.output_ids[r.num_output_tokens]])
+                step.stepped.append(p)
+            else:
+                step.sampled.append([])
+        step.dt = self.profile.step_time(step.batch)
+        return step
+
+    def apply(self, step: "PlannedStep") -> None:
+        """The step's output, once the clock has advanced past it: tokens appended, turns finished."""
+        sched, stats, clock = self.sched, self.stats, self.clock
+        t2 = time.perf_counter()
+        if self.steps is not None:
+            self.steps.append((clock.now, step.dt, step.batch))
+        stats.steps += 1
+        stats.tokens += step.batch.tokens
+        stats.busy_s += step.dt
+        stats.preemptions += len(step.out.preempted_req_ids)
+        ids = step.req_ids
+        mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
+                                sampled_token_ids=step.sampled)
+        sched.update_from_output(step.out, mro)
+        stats.cost_wall_s += t2 - step.t_sched
+        stats.update_wall_s += time.perf_counter() - t2
+        if stats.steps % 64 == 0:
+            stats.peak_running = max(stats.peak_running, len(sched.running))
+            stats.peak_waiting = max(stats.peak_waiting, len(sched.waiting))
+            stats.peak_kv_usage = max(stats.peak_kv_usage, sched.kv_cache_manager.usage)
+        for p in step.stepped:
+            if p.record.first_token_s is None:
+                p.record.first_token_s = clock.now + self.overhead / 2
+            if p.request.is_finished():
+                self._turn_done(p)
 
     def _abort_all(self, why: str) -> None:
         ids = list(self.pending)

@@ -37,7 +37,8 @@ def prepare(programs: Sequence[Program], profile: Profile, jps: float | None, se
 def simulate_result(programs: Sequence[Program], policy: str, profile: str | Profile | None = None,
                     jps: float | None = None, seed: int = 0, *, progress: bool = True,
                     policy_overrides: dict | None = None, meta: dict | None = None,
-                    engine_out: list | None = None) -> dict[str, Any]:
+                    engine_out: list | None = None, replicas: int = 1, router: str = "session", dp: int = 1,
+                    lockstep: bool = False) -> dict[str, Any]:
     """Simulate ``programs`` under ``policy`` on ``profile`` at ``jps`` programs/s (seeded Poisson arrivals;
     None keeps the programs' own ``arrival_s``). Returns the result dict.
 
@@ -45,6 +46,9 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     (``continuum/MODE``). ``policy_overrides``: component settings (e.g. ``pin_cap``, ``terms``, ``knobs``);
     vLLM's own scheduler ignores them.
     ``engine_out``: if a list, the finished `Engine` is appended to it (tests inspect the scheduler).
+    ``replicas`` > 1: that many engines behind ``router`` (`eval.sim.routing`); ``dp`` > 1: that many
+    data-parallel ranks, programs kept on a rank with spill (``lockstep``: a step lasts the slowest rank's,
+    `eval.sim.lockstep`). The result then has a ``scaleout`` section.
     """
     if not programs:
         raise ValueError("no programs to simulate")
@@ -52,30 +56,74 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     config = None if is_vllm(policy) else resolve(policy, **overrides)  # fail early on a bad name or setting
     prof = profile if isinstance(profile, Profile) else get_profile(profile or DEFAULT_PROFILE)
     progs = prepare(programs, prof, jps, seed)
+    if replicas > 1 or dp > 1:
+        return _scaleout_result(progs, policy, prof, jps, seed, overrides, config, meta, progress, replicas,
+                                router, dp, lockstep)
     t0 = time.perf_counter()
     engine = Engine(progs, policy, prof, seed=seed, progress=progress, policy_overrides=policy_overrides).run()
     wall = time.perf_counter() - t0
+    result = engines_result([engine], engine.progs, policy, prof, progs, jps, seed, wall, overrides, config, meta)
+    if engine_out is not None:
+        engine_out.append(engine)
+    return result
+
+
+def _scaleout_result(progs: list[Program], policy: str, prof: Profile, jps: float | None, seed: int,
+                     overrides: dict, config: Any, meta: dict | None, progress: bool, replicas: int, router: str,
+                     dp: int, lockstep: bool) -> dict[str, Any]:
+    from eval.sim.cluster import ReplicaSim
+    from eval.sim.lockstep import LockstepSim
+
+    if replicas > 1 and dp > 1:
+        raise ValueError("simulate replicas or data-parallel ranks, not both")
+    if dp > 1:
+        router = "session-load"  # the data-parallel middleware's placement
+    cls = LockstepSim if dp > 1 and lockstep else ReplicaSim
+    t0 = time.perf_counter()
+    multi = cls(progs, policy, prof, max(replicas, dp), router, seed=seed, progress=progress,
+                policy_overrides=overrides).run()
+    wall = time.perf_counter() - t0
+    result = engines_result(multi.engines, multi.progs, policy, prof, progs, jps, seed, wall, overrides, config,
+                            meta)
+    result["scaleout"] = {"replicas": replicas, "dp": dp, **multi.state()}
+    return result
+
+
+def _sum_counters(dicts: Sequence[dict | None]) -> dict | None:
+    found = [d for d in dicts if d is not None]
+    if not found:
+        return None
+    return {k: sum(int(d.get(k, 0) or 0) for d in found) for k in found[0]}
+
+
+def engines_result(engines: Sequence[Engine], sim_programs: Sequence, policy: str, prof: Profile,
+                   progs: Sequence[Program], jps: float | None, seed: int, wall: float, overrides: dict,
+                   config: Any, meta: dict | None) -> dict[str, Any]:
+    """The result dict of a run on one engine or several (replicas, data-parallel ranks): records of every
+    program, the engines' counters summed (peaks: the highest), ``sim.engines`` their number."""
     t1 = time.perf_counter()
     alone = [isolated_jct(p, prof) for p in progs]
     alone_wall = time.perf_counter() - t1
-    records = [sp.record for sp in engine.progs]
-    steps_ms = np.asarray(engine.stats.sched_wall_s) * 1e3
+    records = [sp.record for sp in sim_programs]
+    steps_ms = np.asarray([x for e in engines for x in e.stats.sched_wall_s]) * 1e3
     sched_ms = {"mean": float(steps_ms.mean()) if steps_ms.size else 0.0,
                 "p99": float(np.percentile(steps_ms, 99)) if steps_ms.size else 0.0}
-    st = engine.stats
+    st = [e.stats for e in engines]
     sim = {"profile": prof.name, "profile_description": prof.description, "num_blocks": prof.num_blocks,
            "block_size": prof.block_size, "max_model_len": prof.max_model_len,
            "max_num_batched_tokens": prof.max_num_batched_tokens, "max_num_seqs": prof.max_num_seqs,
-           "steps": st.steps, "empty_steps": st.empty_steps, "idle_jumps": st.idle_jumps,
-           "simulated_s": engine.clock.now, "busy_s": st.busy_s, "wall_s": wall, "isolated_wall_s": alone_wall,
-           "schedule_wall_s": float(sum(st.sched_wall_s)), "update_wall_s": st.update_wall_s,
-           "preemptions": st.preemptions, "peak_running": st.peak_running, "peak_waiting": st.peak_waiting,
-           "peak_kv_usage": st.peak_kv_usage, "computed_tokens": st.tokens,
-           "clipped_turns": sum(sp.clipped_turns for sp in engine.progs),
-           "blocks_in_use_at_end": engine.blocks_in_use()}
+           "engines": len(engines), "steps": sum(x.steps for x in st), "empty_steps": sum(x.empty_steps for x in st),
+           "idle_jumps": sum(x.idle_jumps for x in st), "simulated_s": max(e.clock.now for e in engines),
+           "busy_s": sum(x.busy_s for x in st), "wall_s": wall, "isolated_wall_s": alone_wall,
+           "schedule_wall_s": float(sum(sum(x.sched_wall_s) for x in st)),
+           "update_wall_s": sum(x.update_wall_s for x in st), "preemptions": sum(x.preemptions for x in st),
+           "peak_running": max(x.peak_running for x in st), "peak_waiting": max(x.peak_waiting for x in st),
+           "peak_kv_usage": max(x.peak_kv_usage for x in st), "computed_tokens": sum(x.tokens for x in st),
+           "clipped_turns": sum(sp.clipped_turns for sp in sim_programs),
+           "blocks_in_use_at_end": sum(e.blocks_in_use() for e in engines)}
     workload = progs[0].workload if len({p.workload for p in progs}) == 1 else None
     result = summarize(records, policy=policy, jps=jps, mode="sim", workload=workload,
-                       pins=engine.pin_counters(), sched_step_ms=sched_ms,
+                       pins=_sum_counters([e.pin_counters() for e in engines]), sched_step_ms=sched_ms,
                        meta={"seed": seed, "policy_config": config.model_dump(exclude={"control_addr"})
                              if config is not None else None, "policy_overrides": overrides, **(meta or {})})
     slow = []
@@ -87,7 +135,8 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     s = percentiles(slow, qs=(50, 95, 99))
     result["slowdown"] = {"mean": s["mean"], "p50": s["p50"], "p95": s["p95"], "p99": s["p99"]}
     result["alone_jct_s"] = percentiles(alone, qs=(50, 95))
+    tpot = [(t.done_s - t.first_token_s) / (t.output_tokens - 1) for r in records for t in r.turns
+            if t.ok and t.output_tokens > 1 and t.first_token_s is not None and t.done_s is not None]
+    result["tpot_s"] = {k: v for k, v in percentiles(tpot, qs=(95,)).items()}  # time per output token
     result["sim"] = sim
-    if engine_out is not None:
-        engine_out.append(engine)
     return result

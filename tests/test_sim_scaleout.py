@@ -1,0 +1,90 @@
+"""The simulator's scale-out: replicas behind a router, data-parallel ranks in lockstep, balance scheduling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from continuum.affinity import home_of
+from eval.sim.cli import main as sim_main
+from eval.sim.cluster import ReplicaSim
+from eval.sim.lockstep import LockstepSim
+from eval.sim.run import simulate_result
+from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
+from workloads import assign_arrivals, write_trace
+
+N = 12
+
+
+def progs(rate: float = 2.0, n: int = N):
+    return assign_arrivals(small_programs(n), rate, seed=1)
+
+
+def run(cls, n_engines: int, router: str, profile=None, policy: str = "continuum", **overrides):
+    sim = cls(progs(), policy, profile or hand_profile(num_blocks=200), n_engines, router, seed=0,
+              policy_overrides=overrides)
+    return sim.run()
+
+
+def test_session_routing_keeps_each_program_on_its_home_replica():
+    sim = run(ReplicaSim, 3, "session")
+    assert sim.moves == 0
+    assert all(sp.done and not sp.record.failed for sp in sim.progs)
+    assert all(all_blocks_free(e) for e in sim.engines)
+    homes = {home_of(sp.id, 3) for sp in sim.progs}
+    assert {i for i in range(3) if sim.turns_to[i]} == homes
+
+
+def test_round_robin_scatters_turns_and_loses_prefix_hits():
+    profile = hand_profile(num_blocks=200)
+    by_router = {r: simulate_result(progs(), "continuum", profile, None, seed=0, progress=False, replicas=3,
+                                    router=r) for r in ("session", "round-robin")}
+    assert by_router["round-robin"]["scaleout"]["moves"] > 0 == by_router["session"]["scaleout"]["moves"]
+    assert by_router["round-robin"]["prefix_hit_rate"] < by_router["session"]["prefix_hit_rate"]
+    assert all(r["completed"] == N for r in by_router.values())
+
+
+def test_session_load_spills_only_where_a_home_is_overloaded():
+    sim = run(ReplicaSim, 2, "session-load")
+    assert sim.moves <= sim.router.spills
+    assert all(sp.done for sp in sim.progs)
+
+
+def test_lockstep_ranks_wait_for_the_slowest():
+    free = run(ReplicaSim, 2, "session-load")
+    locked = run(LockstepSim, 2, "session-load")
+    assert all(sp.done for sp in locked.progs) and all(all_blocks_free(e) for e in locked.engines)
+    assert len({e.clock.now for e in locked.engines}) == 1  # one clock
+    busy_free = sum(e.stats.busy_s for e in free.engines)
+    busy_locked = sum(e.stats.busy_s for e in locked.engines)
+    assert busy_locked > busy_free and locked.skew_s > 0
+
+
+def test_balance_holds_admissions_in_lockstep_only_when_on():
+    profile = hand_profile(num_blocks=400)
+    profile.max_num_seqs = 2  # a rank is full with two running requests
+    held = {}
+    for balance in ("off", "any-full"):
+        sim = run(LockstepSim, 2, "session-load", profile=profile, balance=balance,
+                  knobs={"any-full.headroom": 0})
+        assert all(sp.done and not sp.record.failed for sp in sim.progs)
+        held[balance] = sum(sim.state()["held_steps_per_rank"])
+    assert held["off"] == 0 < held["any-full"]
+
+
+def test_the_cli_runs_replicas_and_names_bad_flags(tmp_path, capsys):
+    trace = tmp_path / "t.jsonl"
+    write_trace(trace, small_programs(4))
+    out = tmp_path / "r.json"
+    args = ["sim", "--trace", str(trace), "--profile", "h100-llama-3.1-8b", "--jps", "2", "--no-progress",
+            "--out", str(out)]
+    assert sim_main(args + ["--replicas", "2", "--router", "round-robin"]) == 0
+    result = json.loads(out.read_text())
+    assert result["scaleout"]["router"] == "round-robin" and result["sim"]["engines"] == 2
+    assert sim_main(args + ["--lockstep"]) == 2
+    assert "--lockstep" in capsys.readouterr().err
+    assert sim_main(args + ["--replicas", "2", "--dp", "2"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        sim_main(args + ["--replicas", "2", "--router", "nearest"])
+    assert exc.value.code == 2
