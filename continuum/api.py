@@ -110,7 +110,7 @@ class ContinuumMiddleware:
             if isinstance(body, dict) and qualify_body(body, who, salt=program_path):
                 raw = json.dumps(body).encode()
                 scope = with_header(scope, b"content-length", str(len(raw)).encode())
-        receive = replaying([{"type": "http.request", "body": raw, "more_body": False}, *more], receive)
+        receive = replaying(raw, more, receive)
         program = program_of(scope, body) if program_path and self.control is not None else None
         if program is not None:
             watch = TurnWatch(self.control, program, read_tool=not has_tool_hint(body),
@@ -200,8 +200,9 @@ async def read_body(receive: Receive) -> tuple[bytes, list[dict]]:
             return b"".join(chunks), []
 
 
-def replaying(messages: list[dict], receive: Receive) -> Receive:
-    pending = list(messages)
+def replaying(raw: bytes, more: list[dict], receive: Receive) -> Receive:
+    """A ``receive`` that hands on the body already read (``read_body``), then what came after it."""
+    pending = [{"type": "http.request", "body": raw, "more_body": False}, *more]
 
     async def _receive() -> dict:
         return pending.pop(0) if pending else await receive()

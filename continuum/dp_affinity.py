@@ -3,9 +3,9 @@
 vLLM's API server balances requests over data-parallel ranks by load, so a program's turns would scatter and its
 pinned KV would sit on a rank its next turn never reaches. vLLM accepts a rank per request in the
 ``X-data-parallel-rank`` header (meant for routers); this middleware sets it for every completion request that
-names a program (``session_id`` body field or ``X-Session-ID`` header): the program's rank, by
-`continuum.affinity.SessionAffinity` (a hash of the session id; the least loaded rank only when that one is
-overloaded, and the program stays where it went). Load is what this API server has in flight on each rank.
+names a program (``session_id`` body field, ``X-Session-ID`` header or ``vllm_xargs.session_id``): the program's
+rank, by `continuum.affinity.SessionAffinity` (a hash of the session id; the least loaded rank only when that
+one is overloaded, and the program stays where it went). Load is what this API server has in flight on each rank.
 A request that already carries the header (a router's choice) is left alone. Ending a session forgets its rank.
 
 `continuum serve` adds it (``--middleware``) when ``--data-parallel-size`` is above 1.
@@ -13,29 +13,16 @@ A request that already carries the header (a router's choice) is left alone. End
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Callable
 
 from continuum.affinity import SessionAffinity
-from continuum.api import read_body, replaying
+from continuum.api import parse_json, program_of, read_body, replaying
 from continuum.config import ContinuumConfig
 
 RANK_HEADER = b"x-data-parallel-rank"
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")  # requests that carry a program
 _END_PATH = re.compile(r"^/v1/sessions/(?P<id>[^/]+)/end/?$")
-
-
-def program_of(headers: list[tuple[bytes, bytes]], raw: bytes) -> str | None:
-    """The program a request names: its ``session_id`` body field, else its ``X-Session-ID`` header."""
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("session_id"), str):
-        return body["session_id"]
-    found = [v.decode("latin-1") for k, v in headers if k.lower() == b"x-session-id"]
-    return found[0] if found else None
 
 
 class DPAffinityMiddleware:
@@ -57,8 +44,8 @@ class DPAffinityMiddleware:
         headers = scope.get("headers", [])
         if method != "POST" or path not in COMPLETION_PATHS or any(k.lower() == RANK_HEADER for k, _ in headers):
             return await self.app(scope, receive, send)
-        raw, messages = await read_body(receive)
-        rank = self.affinity.pick(program_of(headers, raw), self.in_flight)
+        raw, more = await read_body(receive)
+        rank = self.affinity.pick(program_of(scope, parse_json(raw)), self.in_flight)
         scope = {**scope, "headers": [*headers, (RANK_HEADER, str(rank).encode())]}
         self.in_flight[rank] += 1
         done = False
@@ -71,7 +58,7 @@ class DPAffinityMiddleware:
                 self.in_flight[rank] -= 1
 
         try:
-            await self.app(scope, replaying(messages, receive), _send)
+            await self.app(scope, replaying(raw, more, receive), _send)
         finally:
             if not done:  # the client went away or the app failed: the request no longer counts
                 self.in_flight[rank] -= 1
