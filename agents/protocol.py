@@ -51,8 +51,24 @@ class ToolCall:
     turn: int  # index of the LLM turn it followed
 
 
+class TurnTimes:
+    """Time to first token and latency of a turn from its ``sent_s``, ``first_token_s`` and ``done_s``."""
+
+    sent_s: float
+    first_token_s: float | None
+    done_s: float | None
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.sent_s
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.done_s is None else self.done_s - self.sent_s
+
+
 @dataclass
-class TurnStats:
+class TurnStats(TurnTimes):
     """One LLM turn as the client saw it (times on the monotonic clock)."""
 
     index: int
@@ -67,14 +83,6 @@ class TurnStats:
     finish_reason: str | None = None
     attempts: int = 1
     prompt_digest: str | None = None  # what was asked (messages or prompt), to compare turns across runs
-
-    @property
-    def ttft_s(self) -> float | None:
-        return None if self.first_token_s is None else self.first_token_s - self.sent_s
-
-    @property
-    def latency_s(self) -> float | None:
-        return None if self.done_s is None else self.done_s - self.sent_s
 
 
 @dataclass

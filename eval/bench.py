@@ -132,6 +132,22 @@ def env_set(key: str, value: str) -> Iterator[None]:
             os.environ[key] = old
 
 
+def replay_run(programs: Sequence[Program], cfg: BenchConfig, base_url: str, label: str, jps: float, run_idx: int,
+               meta: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """One replay of the trace at ``jps`` against a running server (or router), logged; a failure is a result."""
+    opts = ReplayOptions(base_url=base_url, jps=jps, seed=cfg.seed, max_context=cfg.max_context,
+                         token_scale=cfg.token_scale, tool_scale=cfg.tool_scale, hints=cfg.hints,
+                         request_timeout_s=cfg.request_timeout_s, vocab_lo=cfg.vocab[0], vocab_hi=cfg.vocab[1],
+                         progress=cfg.progress, policy=label, session_prefix=f"r{run_idx}-", meta=meta, **options)
+    try:
+        result = replay_sync(programs, opts)
+    except ReplayError as exc:
+        result = _failed_result(programs, label, jps, str(exc), meta)
+    _log(f"[bench] {label} jps={jps:g}: {result['completed']}/{result['programs']} done, "
+         f"mean JCT {result['jct_s']['mean']:.2f}s, prefix hit rate {percent(result['prefix_hit_rate'])}")
+    return result
+
+
 def _failed_result(programs: Sequence[Program], policy: str, jps: float, error: str,
                    meta: dict[str, Any]) -> dict[str, Any]:
     records = [ProgramRecord(id=p.id, workload=p.workload, arrival_s=0.0, num_turns=len(p.turns), failed=True,
@@ -193,18 +209,7 @@ def _live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]
                 _log(f"[bench] {label}: server up in {server.started_s:.0f}s at {server.base_url}")
                 meta["server"]["start_s"] = server.started_s
             meta["server"]["prefix_cache_reset"] = reset_prefix_cache(server.base_url)
-            opts = ReplayOptions(base_url=server.base_url, jps=jps, seed=cfg.seed, max_context=cfg.max_context,
-                                 token_scale=cfg.token_scale, tool_scale=cfg.tool_scale, hints=cfg.hints,
-                                 request_timeout_s=cfg.request_timeout_s, vocab_lo=cfg.vocab[0],
-                                 vocab_hi=cfg.vocab[1], progress=cfg.progress, policy=label,
-                                 session_prefix=f"r{run_idx}-", meta=meta)
-            try:
-                result = replay_sync(programs, opts)
-            except ReplayError as exc:
-                result = _failed_result(programs, label, jps, str(exc), meta)
-            results.append(result)
-            _log(f"[bench] {label} jps={jps:g}: {result['completed']}/{result['programs']} done, "
-                 f"mean JCT {result['jct_s']['mean']:.2f}s, prefix hit rate {percent(result['prefix_hit_rate'])}")
+            results.append(replay_run(programs, cfg, server.base_url, label, jps, run_idx, meta))
         if server is not None:
             server.stop()
     return results

@@ -19,9 +19,8 @@ from __future__ import annotations
 import shlex
 from typing import Any, Sequence
 
-from eval.bench import (DEV_MODE_ENV, BenchConfig, _failed_result, _log, env_set, policy_args, reset_prefix_cache,
-                        server_flags)
-from eval.replay import ReplayError, ReplayOptions, replay_sync
+from eval.bench import (DEV_MODE_ENV, BenchConfig, _failed_result, _log, env_set, policy_args, replay_run,
+                        reset_prefix_cache, server_flags)
 from workloads import Program
 
 ROUTER_SETUPS = ("hash", "program")
@@ -82,19 +81,8 @@ def live_cluster(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str
                         cluster = None
                         continue
                 meta["server"]["prefix_cache_reset"] = all(reset_prefix_cache(r.base_url) for r in cluster.replicas)
-                opts = ReplayOptions(base_url=cluster.base_url, jps=jps, seed=cfg.seed,
-                                     max_context=cfg.max_context, token_scale=cfg.token_scale,
-                                     tool_scale=cfg.tool_scale, hints=cfg.hints,
-                                     request_timeout_s=cfg.request_timeout_s, vocab_lo=cfg.vocab[0],
-                                     vocab_hi=cfg.vocab[1], progress=cfg.progress, policy=label,
-                                     session_prefix=f"r{run_idx}-", meta=meta, agentic_context=setup == "program")
-                try:
-                    result = replay_sync(programs, opts)
-                except ReplayError as exc:
-                    result = _failed_result(programs, label, jps, str(exc), meta)
-                results.append(result)
-                _log(f"[bench] {label} jps={jps:g}: {result['completed']}/{result['programs']} done, mean JCT "
-                     f"{result['jct_s']['mean']:.2f}s, prefix hit rate {100 * result['prefix_hit_rate']:.1f}%")
+                results.append(replay_run(programs, cfg, cluster.base_url, label, jps, run_idx, meta,
+                                          agentic_context=setup == "program"))
             if cluster is not None:
                 cluster.stop()
     return results

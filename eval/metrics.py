@@ -34,6 +34,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from agents.protocol import TurnTimes
+
 __all__ = ["TurnRecord", "ProgramRecord", "summarize", "percentiles", "PIN_KEYS", "empty_pins"]
 
 PIN_KEYS = ("created", "hit", "expired", "released_pressure", "released_end", "peak_blocks")
@@ -41,7 +43,7 @@ MAX_ERRORS = 10
 
 
 @dataclass
-class TurnRecord:
+class TurnRecord(TurnTimes):
     index: int
     prompt_tokens: int
     output_tokens: int = 0  # tokens actually received
@@ -51,14 +53,6 @@ class TurnRecord:
     done_s: float | None = None
     ok: bool = False
     token_exact: bool = True  # False when the server did not return the output token ids
-
-    @property
-    def ttft_s(self) -> float | None:
-        return None if self.first_token_s is None else self.first_token_s - self.sent_s
-
-    @property
-    def latency_s(self) -> float | None:
-        return None if self.done_s is None else self.done_s - self.sent_s
 
 
 @dataclass
