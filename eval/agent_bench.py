@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval.agent_runs import TaskRun, summarize_runs
-from eval.bench import BenchConfig, policy_args, reset_prefix_cache
+from eval.bench import BenchConfig, ServerSettings, policy_args, reset_prefix_cache
 from eval.determinism import compare_outputs, format_determinism
 from eval.policy_server import PinPeak, PolicyServer, continuum_stats, served_model
 from eval.report import format_ratios, format_table, write_report
@@ -41,12 +41,11 @@ class AgentBenchError(RuntimeError):
     """Bad settings (unknown agent or policy, no tasks)."""
 
 
-@dataclass
-class AgentBenchConfig:
+@dataclass(kw_only=True)
+class AgentBenchConfig(ServerSettings):
     agent: str
     policies: Sequence[str]
     out_dir: Path
-    model: str | None = None
     count: int | None = None  # tasks (mini-swe-agent) or entries (bfcl); None: 5 / 4
     max_steps: int = 10  # mini-swe-agent's step limit
     max_tokens: int = 256
@@ -56,24 +55,13 @@ class AgentBenchConfig:
     fc: bool = False  # bfcl: OpenAI tools instead of BFCL's prompt format
     fit_share: float = 0.6  # bfcl: an entry's first prompt may take this share of the context
     seed: int = 0
-    block_size: int | None = 32
-    num_gpu_blocks: int | None = None
-    max_model_len: int | None = None
-    server_args: str | Sequence[str] = ""
-    continuum_args: str | Sequence[str] = ""
-    overrides: dict[str, Any] = field(default_factory=dict)  # component settings for every Continuum policy
-    startup_timeout_s: float = 900.0
     base_urls: dict[str, str] = field(default_factory=dict)  # policy label -> running server
     progress: bool = True
     plots: bool = True
     echo: bool = True
 
     def bench_config(self) -> BenchConfig:
-        return BenchConfig(policies=self.policies, jps=[0.0], out_dir=self.out_dir, model=self.model,
-                           block_size=self.block_size, num_gpu_blocks=self.num_gpu_blocks,
-                           max_model_len=self.max_model_len, server_args=self.server_args,
-                           continuum_args=self.continuum_args, overrides=self.overrides,
-                           startup_timeout_s=self.startup_timeout_s)
+        return BenchConfig(policies=self.policies, jps=[0.0], out_dir=self.out_dir, **self.server_settings())
 
 
 def _log(msg: str) -> None:
@@ -148,7 +136,7 @@ def _run_policy(label: str, cfg: AgentBenchConfig, work: _Workload) -> dict[str,
 
 
 def _run_on_server(label: str, cfg: AgentBenchConfig, work: _Workload) -> dict[str, Any]:
-    with PolicyServer(label, cfg.bench_config(), cfg.out_dir, cfg.base_urls.get(label)) as server:
+    with PolicyServer(label, cfg.bench_config(), cfg.base_urls.get(label)) as server:
         model, max_len = served_model(server.base_url)
         if not work.items:
             work.choose(server.base_url, model, max_len)

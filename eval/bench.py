@@ -4,8 +4,8 @@ Live mode starts ``continuum serve MODEL --policy P`` for each policy in turn, w
 and vLLM flags (``--block-size``, ``--num-gpu-blocks-override``, ``--max-model-len``, ``--server-args``; plus
 ``--enable-prefix-caching --enable-prompt-tokens-details`` for every server, so both cache and both report
 cached tokens). Policies: any preset of `continuum.policies` (``vllm`` is vLLM's own scheduler, the baseline),
-or ``PRESET/TTL_MODE`` (``--ttl-mode TTL_MODE``); component overrides apply to every Continuum policy. Each server starts once and serves every JPS value in turn:
-starting takes minutes on a small CPU machine. Between runs the prefix cache is emptied with vLLM's
+or ``PRESET/TTL_MODE`` (``--ttl-mode TTL_MODE``); component overrides apply to every Continuum policy. Each
+server starts once and serves every JPS value in turn: starting takes minutes on a small CPU machine. Between runs the prefix cache is emptied with vLLM's
 ``POST /reset_prefix_cache`` (served because the bench starts servers with ``VLLM_SERVER_DEV_MODE=1``), and
 every run uses its own session ids, so no run inherits another's cache or programs. What does carry over is
 what a server learns (Continuum's tool-duration predictor) - as it would in production; ``restart_each_run``
@@ -24,9 +24,9 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import httpx
 
@@ -35,7 +35,10 @@ from eval.replay import ReplayError, ReplayOptions, fit_program, replay_sync, sc
 from eval.report import format_ratios, format_table, percent, write_report
 from workloads import Program
 
-__all__ = ["BenchConfig", "BenchError", "run_bench", "server_flags", "policy_args"]
+if TYPE_CHECKING:
+    from continuum.launch import ServerProcess
+
+__all__ = ["BenchConfig", "BenchError", "ServerSettings", "run_bench", "server_flags", "policy_args", "start_server"]
 
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 
@@ -44,20 +47,11 @@ class BenchError(RuntimeError):
     """Bad benchmark settings (unknown policy, missing simulator)."""
 
 
-@dataclass
-class BenchConfig:
-    policies: Sequence[str]
-    jps: Sequence[float]
-    out_dir: Path
-    mode: str = "live"
+@dataclass(kw_only=True)
+class ServerSettings:
+    """How every server of a comparison starts: the same model, KV pool and flags for each policy."""
+
     model: str | None = None  # None: the embedded default model
-    seed: int = 0
-    max_context: int | None = None
-    token_scale: float = 1.0
-    tool_scale: float = 1.0
-    hints: bool = True
-    request_timeout_s: float = 300.0
-    vocab: tuple[int, int] = (1000, 30000)
     block_size: int | None = 32
     num_gpu_blocks: int | None = None
     max_model_len: int | None = None
@@ -65,6 +59,24 @@ class BenchConfig:
     continuum_args: str | Sequence[str] = ""
     overrides: dict[str, Any] = field(default_factory=dict)  # component settings for every Continuum policy
     startup_timeout_s: float = 900.0
+
+    def server_settings(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(ServerSettings)}
+
+
+@dataclass(kw_only=True)
+class BenchConfig(ServerSettings):
+    policies: Sequence[str]
+    jps: Sequence[float]
+    out_dir: Path
+    mode: str = "live"
+    seed: int = 0
+    max_context: int | None = None
+    token_scale: float = 1.0
+    tool_scale: float = 1.0
+    hints: bool = True
+    request_timeout_s: float = 300.0
+    vocab: tuple[int, int] = (1000, 30000)
     restart_each_run: bool = False
     profile: str | None = None
     progress: bool = True
@@ -177,6 +189,20 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def start_server(label: str, model: str, args: list[str], cfg: BenchConfig) -> ServerProcess:
+    """``continuum serve MODEL ARGS``, logged to ``OUT/serve-LABEL.log``, with vLLM's development endpoints on
+    (the bench empties the prefix cache between runs)."""
+    from continuum.launch import ServerProcess
+
+    server = ServerProcess(model, args, log_path=cfg.out_dir / f"serve-{label.replace('/', '-')}.log",
+                           startup_timeout_s=cfg.startup_timeout_s)
+    _log(f"[bench] starting `continuum serve {model} {' '.join(args)}`")
+    with env_set(DEV_MODE_ENV, "1"):
+        server.start()
+    _log(f"[bench] {label}: server up in {server.started_s:.0f}s at {server.base_url}")
+    return server
+
+
 def _live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
     from continuum import models
     from continuum.launch import ServerProcess
@@ -187,7 +213,6 @@ def _live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]
     results: list[dict[str, Any]] = []
     for label, serve_policy, own in plan:
         args = ["--policy", serve_policy, *own, *common]
-        safe = label.replace("/", "-")
         server: ServerProcess | None = None
         for run_idx, jps in enumerate(cfg.jps):
             meta = {"trace": cfg.trace, "server": {"model": model, "args": args}}
@@ -195,18 +220,13 @@ def _live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]
                     (cfg.restart_each_run and run_idx > 0):
                 if server is not None:
                     server.stop()
-                server = ServerProcess(model, args, log_path=cfg.out_dir / f"serve-{safe}.log",
-                                       startup_timeout_s=cfg.startup_timeout_s)
-                _log(f"[bench] starting `continuum serve {model} {' '.join(args)}`")
                 try:
-                    with env_set(DEV_MODE_ENV, "1"):
-                        server.start()
+                    server = start_server(label, model, args, cfg)
                 except (RuntimeError, TimeoutError, OSError) as exc:
                     _log(f"[bench] {label}: server did not start: {exc}")
                     results.append(_failed_result(programs, label, jps, f"server did not start: {exc}", meta))
                     server = None
                     continue
-                _log(f"[bench] {label}: server up in {server.started_s:.0f}s at {server.base_url}")
                 meta["server"]["start_s"] = server.started_s
             meta["server"]["prefix_cache_reset"] = reset_prefix_cache(server.base_url)
             results.append(replay_run(programs, cfg, server.base_url, label, jps, run_idx, meta))

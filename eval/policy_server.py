@@ -1,33 +1,27 @@
 """One policy's server in a live comparison: started with the flags every server shares, or one already up.
 
 :class:`PolicyServer` starts ``continuum serve MODEL --policy P ...`` with ``eval.bench``'s shared flags
-(``server_flags``) and the policy's own (``policy_args``), with vLLM's development endpoints on (the bench
-empties the prefix cache between policies), logs to ``OUT/serve-POLICY.log`` and stops it on exit; given a
-``base_url`` it uses that server as is. :class:`PinPeak` samples ``/continuum/stats`` during a run for the
-peak of pinned blocks.
+(``server_flags``) and the policy's own (``policy_args``) through ``eval.bench.start_server`` (vLLM's development
+endpoints on, so the bench can empty the prefix cache between policies; log in ``OUT/serve-POLICY.log``), and
+stops it on exit; given a ``base_url`` it uses that server as is. :class:`PinPeak` samples ``/continuum/stats``
+during a run for the peak of pinned blocks.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from eval.bench import DEV_MODE_ENV, BenchConfig, env_set, policy_args, server_flags
+from eval.bench import BenchConfig, policy_args, server_flags, start_server
 
 __all__ = ["PolicyServer", "PinPeak", "continuum_stats", "served_model"]
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 class PolicyServer:
-    def __init__(self, label: str, bench: BenchConfig, out_dir: Path, base_url: str | None = None) -> None:
-        self.label, self.bench, self.out_dir = label, bench, out_dir
+    def __init__(self, label: str, bench: BenchConfig, base_url: str | None = None) -> None:
+        self.label, self.bench = label, bench
         self.base_url = base_url or ""
         self.args: list[str] = []
         self.proc = None
@@ -36,17 +30,10 @@ class PolicyServer:
         if self.base_url:
             return self
         from continuum import models
-        from continuum.launch import ServerProcess
 
         serve_policy, own = policy_args(self.label, self.bench)
         self.args = ["--policy", serve_policy, *own, *server_flags(self.bench)]
-        model = self.bench.model or models.DEFAULT_MODEL
-        log = self.out_dir / f"serve-{self.label.replace('/', '-')}.log"
-        self.proc = ServerProcess(model, self.args, log_path=log, startup_timeout_s=self.bench.startup_timeout_s)
-        _log(f"[bench] starting `continuum serve {model} {' '.join(self.args)}`")
-        with env_set(DEV_MODE_ENV, "1"):
-            self.proc.start()
-        _log(f"[bench] {self.label}: server up in {self.proc.started_s:.0f}s at {self.proc.base_url}")
+        self.proc = start_server(self.label, self.bench.model or models.DEFAULT_MODEL, self.args, self.bench)
         self.base_url = self.proc.base_url
         return self
 
