@@ -98,6 +98,8 @@ async def stats(request: Request) -> JSONResponse:
     reply = await _ask(request, "stats")
     if isinstance(reply, JSONResponse):
         return reply
+    if not reply.get("ok"):  # e.g. a data-parallel rank that did not answer
+        return error(int(reply.get("status", 503)), reply.get("error", "the scheduler gave no stats"))
     return JSONResponse(stats_for(who, reply["stats"]))
 
 

@@ -135,12 +135,13 @@ class Recorder:
         from continuum.control import ControlServer
 
         self.log: list[dict] = []
+        self.reply: dict = {"ok": True}
         self.address = f"ipc://{tmp_path}/control.ipc"
         self.server = ControlServer(self.address, self.handle)
 
     def handle(self, msg: dict) -> dict:
         self.log.append(msg)
-        return {"ok": True}
+        return self.reply
 
     def ops(self, op: str) -> list[dict]:
         return [m for m in self.log if m.get("op") == op]
@@ -252,3 +253,11 @@ def test_vllm_api_key_from_the_environment_makes_tenants_too(monkeypatch):
     assert keys.caller(Headers({"authorization": "Bearer other"})) is None
     app.state.args = Namespace(api_key=["cli-key"])  # --api-key wins over the environment, as in vLLM
     assert Keys.of_app(app).caller(Headers({"authorization": "Bearer env-key"})) is None
+
+
+def test_stats_the_scheduler_cannot_give_are_a_json_error_not_a_crash(recorder):
+    recorder.configure([])
+    recorder.reply = {"ok": False, "status": 503, "error": "ranks [1] did not answer"}
+    with TestClient(streaming_app(0, [])) as client:
+        r = client.get("/continuum/stats")
+    assert r.status_code == 503 and r.json()["error"]["message"] == "ranks [1] did not answer"
