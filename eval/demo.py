@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policies", default="vllm,continuum")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
+    ap.add_argument("--trace-only", action="store_true", help="write OUT/trace.jsonl and stop (for other benches)")
     args = ap.parse_args(argv)
 
     from eval.bench import BenchConfig, BenchError, run_bench
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Trace: {len(programs)} SWE-bench programs (scaled down), {sum(len(p.turns) for p in programs)} turns, "
           f"final context {min(p.final_context() for p in programs)}-{max(p.final_context() for p in programs)} "
           f"tokens, tool time {st.tool_s.mean:.2f}s mean per call; {trace}")
+    if args.trace_only:
+        return 0
     print(f"Servers: `continuum serve {MODEL} --policy vllm|continuum` with {args.blocks} KV blocks of 32 tokens "
           f"({args.blocks * 32} tokens for all agents together), arrivals {args.jps:g} programs/s", flush=True)
     cfg = BenchConfig(
