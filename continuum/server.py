@@ -28,11 +28,10 @@ def has_flag(args: list[str], *names: str) -> bool:
 def data_parallel_size(args: list[str]) -> int:
     """The ``--data-parallel-size``/``-dp`` among vLLM flags (1 without it)."""
     for i, a in enumerate(args):
-        for flag in ("--data-parallel-size", "-dp"):
-            value = args[i + 1] if a == flag and i + 1 < len(args) else a.partition("=")[2] \
-                if a.startswith(flag + "=") else None
-            if value is not None:
-                return int(value) if value.isdigit() else 1  # vLLM itself rejects a bad value
+        name, eq, value = a.partition("=")
+        if name in ("--data-parallel-size", "-dp"):
+            value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            return int(value) if value.isdigit() else 1  # vLLM itself rejects a bad value
     return 1
 
 

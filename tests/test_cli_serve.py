@@ -96,3 +96,11 @@ def test_every_key_reaches_vllm_and_admin_keys_travel_as_digests(served, monkeyp
     # Without --api-key, vLLM's VLLM_API_KEY stays valid next to an admin key.
     assert server.key_flags([], ["root"]) == ["--api-key", "from-env", "root"]
     assert server.key_flags([], []) == []
+
+
+@pytest.mark.parametrize("extra, size", [([], 1), (["--data-parallel-size", "2"], 2), (["-dp=3"], 3),
+                                         (["--enforce-eager", "-dp", "4"], 4), (["--data-parallel-size"], 1),
+                                         (["--data-parallel-size-local", "2"], 1)])
+def test_the_data_parallel_size_is_read_from_vllms_flags(extra, size):
+    assert server.data_parallel_size(extra) == size
+    assert (server.DP_MIDDLEWARE in server.build_vllm_args("tiny", True, 8000, extra)) == (size > 1)
