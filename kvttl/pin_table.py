@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,13 +238,9 @@ class PinTable:
         pinned, refused = offered[:take], offered[take:]
         if refused:
             self._counters["truncated"] += 1
-        holders = self._holders
-        for block in pinned:
-            holders[block] = holders.get(block, 0) + 1
+        _hold(self._holders, pinned)
         if quota:
-            own = self._group_holders.setdefault(group, {})
-            for block in pinned:
-                own[block] = own.get(block, 0) + 1
+            _hold(self._group_holders.setdefault(group, {}), pinned)
         self._seq += 1
         expires_at = now + ttl
         pin = _Pin(program_id, tuple(pinned), now, ttl, expires_at, benefit, arrival_order, self._seq,
@@ -252,7 +248,7 @@ class PinTable:
         self._pins[program_id] = pin
         heapq.heappush(self._heap, (expires_at, pin.seq, program_id))
         self._counters["created"] += 1
-        self._counters["peak_blocks"] = max(self._counters["peak_blocks"], len(holders))
+        self._counters["peak_blocks"] = max(self._counters["peak_blocks"], len(self._holders))
         self._maybe_compact()
         return PinResult(pinned, released, refused)
 
@@ -366,20 +362,10 @@ class PinTable:
 
     def _drop(self, program_id: str) -> list[Hashable]:
         pin = self._pins.pop(program_id)
-        holders = self._holders
-        for block in pin.blocks:
-            left = holders[block] - 1
-            if left:
-                holders[block] = left
-            else:
-                del holders[block]
+        _unhold(self._holders, pin.blocks)
         if pin.group is not None:
             own = self._group_holders[pin.group]
-            for block in pin.blocks:
-                if own[block] > 1:
-                    own[block] -= 1
-                else:
-                    del own[block]
+            _unhold(own, pin.blocks)
             if not own:
                 del self._group_holders[pin.group]
         return list(pin.blocks)
@@ -389,3 +375,19 @@ class PinTable:
         if len(self._heap) > 2 * len(self._pins) + 64:
             self._heap = [(p.expires_at, p.seq, p.program_id) for p in self._pins.values()]
             heapq.heapify(self._heap)
+
+
+def _hold(holders: dict[Hashable, int], blocks: Sequence[Hashable]) -> None:
+    """Count one more pin holding each of ``blocks``."""
+    for block in blocks:
+        holders[block] = holders.get(block, 0) + 1
+
+
+def _unhold(holders: dict[Hashable, int], blocks: Sequence[Hashable]) -> None:
+    """Count one pin fewer on each of ``blocks``; a block no pin holds leaves the map."""
+    for block in blocks:
+        left = holders[block] - 1
+        if left:
+            holders[block] = left
+        else:
+            del holders[block]
