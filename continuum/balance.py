@@ -28,7 +28,7 @@ from vllm.v1.core.sched.interface import PauseState
 
 from continuum.config import ContinuumConfig
 from continuum.dp import dp_rank_and_size
-from continuum.rank_board import LocalBoard, RankBoard, ZmqBoard
+from continuum.rank_board import LocalBoard, RankBoard, SharedBoard, counts_path
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def make_balance(cfg: ContinuumConfig, sched: Any) -> NoBalance:
         return NoBalance()
     rank, size = dp_rank_and_size(sched)
     if size > 1 and cfg.control_addr:
-        return AnyFullBalance(cfg, sched, ZmqBoard(cfg.control_addr, rank, size), rank)
+        return AnyFullBalance(cfg, sched, SharedBoard(counts_path(cfg.control_addr), rank, size), rank)
     if size > 1:
         log.warning("balance scheduling without a control address: ranks cannot see each other's counts")
     return AnyFullBalance(cfg, sched)

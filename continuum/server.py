@@ -6,6 +6,8 @@ launcher functions directly. ``build_vllm_args`` turns `continuum serve` options
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import sys
 import tempfile
@@ -130,6 +132,15 @@ def control_address() -> str:
     return f"ipc://{tempfile.gettempdir()}/continuum-{os.getpid()}-{uuid.uuid4().hex[:8]}.ipc"
 
 
+def remove_control_files(address: str) -> None:
+    """The files a stopped server leaves behind its ipc control address: the socket of each rank and the ranks'
+    count board (`continuum.rank_board`). Engine cores are stopped by signal, so they cannot be relied on."""
+    if address.startswith("ipc://"):
+        for path in glob.glob(glob.escape(address[len("ipc://"):]) + "*"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
 def serve(model: str, config: ContinuumConfig | None, port: int, extra: list[str],
           engine_nice: int | None = None, api_keys: list[str] = (), admin_keys: list[str] = ()) -> None:
     """Run the server in this process until it stops. ``config``: the resolved policy (None: vLLM's own
@@ -147,7 +158,11 @@ def serve(model: str, config: ContinuumConfig | None, port: int, extra: list[str
         config.control_addr = config.control_addr or control_address()
         config.dp_size = data_parallel_size(extra)
         os.environ[ENV_VAR] = config.to_env()
-    run_vllm(build_vllm_args(model, config is not None, port, extra))
+    try:
+        run_vllm(build_vllm_args(model, config is not None, port, extra))
+    finally:
+        if config is not None:
+            remove_control_files(config.control_addr)
 
 
 def run_vllm(argv: list[str]) -> None:

@@ -104,3 +104,13 @@ def test_every_key_reaches_vllm_and_admin_keys_travel_as_digests(served, monkeyp
 def test_the_data_parallel_size_is_read_from_vllms_flags(extra, size):
     assert server.data_parallel_size(extra) == size
     assert (server.DP_MIDDLEWARE in server.build_vllm_args("tiny", True, 8000, extra)) == (size > 1)
+
+
+def test_a_stopped_servers_control_files_are_removed_and_no_others(tmp_path):
+    base = tmp_path / "continuum-1-abc.ipc"
+    mine = [base, tmp_path / "continuum-1-abc.ipc-dp0", tmp_path / "continuum-1-abc.ipc-counts"]
+    other = tmp_path / "continuum-1-abd.ipc"
+    for path in (*mine, other):
+        path.write_bytes(b"")
+    server.remove_control_files(f"ipc://{base}")
+    assert [p.exists() for p in mine] == [False, False, False] and other.exists()

@@ -76,17 +76,28 @@ def test_the_control_channel_reaches_every_rank(server):
 
 
 def test_a_full_rank_holds_the_others_admissions(server):
-    long = [threading.Thread(target=turn, args=(server, p, list(range(3000 + 50 * i, 3040 + 50 * i)), 1500))
+    errors: list[BaseException] = []
+
+    def long_turn(program: str, start: int) -> None:
+        try:
+            turn(server, program, list(range(start, start + 40)), 1500)
+        except BaseException as e:  # noqa: BLE001 - reported by the test, not lost in the thread
+            errors.append(e)
+
+    long = [threading.Thread(target=long_turn, args=(p, 3000 + 50 * i))
             for i, p in enumerate(on_rank(0, 2, prefix="full"))]
     for t in long:
         t.start()
     try:
+        views = []
         for _ in range(600):  # until rank 1 has seen rank 0 full (counts cross within a step or two)
-            if stats(server)["ranks"][1]["balance"]["counts"][0] == 2:
+            views.append([r["balance"]["counts"] for r in stats(server)["ranks"]])
+            if views[-1][1][0] == 2 or errors or not any(t.is_alive() for t in long):
                 break
             time.sleep(0.05)
-        else:
-            pytest.fail("rank 1 never saw rank 0's two running requests")
+        assert not errors, errors
+        assert views[-1][1][0] == 2, f"rank 1 never saw rank 0's two running requests; (rank 0, rank 1) views: " \
+                                     f"first {views[:3]}, last {views[-3:]}, turns alive {[t.is_alive() for t in long]}"
         held_before = stats(server)["ranks"][1]["balance"]["held_steps"]
         answer = turn(server, on_rank(1, 1, prefix="held")[0], list(range(9000, 9040)))
         assert answer["usage"]["completion_tokens"] == 8  # it ran once rank 0 had room again
@@ -94,3 +105,4 @@ def test_a_full_rank_holds_the_others_admissions(server):
     finally:
         for t in long:
             t.join()
+    assert not errors, errors
