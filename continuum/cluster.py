@@ -16,8 +16,9 @@ import json
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from continuum import models
 from continuum.argtypes import positive_int
@@ -49,19 +50,7 @@ class Cluster:
         return self.log_dir / f"{name}.log" if self.log_dir else None
 
     def start(self) -> "Cluster":
-        errors: list[BaseException] = []
-
-        def _start(server: ServerProcess) -> None:
-            try:
-                server.start()
-            except (RuntimeError, TimeoutError, OSError) as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=_start, args=(r,)) for r in self.replicas]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = _on_each(ServerProcess.start, self.replicas)
         if errors:
             self.stop()
             raise RuntimeError(f"a replica did not start: {errors[0]}")
@@ -74,11 +63,7 @@ class Cluster:
 
     def stop(self) -> None:
         self.router.stop()
-        threads = [threading.Thread(target=r.stop) for r in self.replicas]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _on_each(ServerProcess.stop, self.replicas)
 
     def describe(self) -> dict:
         return {"router": self.base_url, "replicas": [{"url": r.base_url, "pid": r.proc.pid if r.proc else None}
@@ -90,6 +75,13 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _on_each(method: Callable[[ServerProcess], object], servers: Sequence[ServerProcess]) -> list[BaseException]:
+    """``method`` on every server at once (replicas start and stop in parallel); the errors it raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+        futures = [pool.submit(method, s) for s in servers]
+    return [f.exception() for f in futures if f.exception() is not None]
 
 
 def add_cluster(sub: argparse._SubParsersAction) -> None:

@@ -38,15 +38,11 @@ class SessionHash:
         return home_of(session_id, self.n)
 
 
-class SessionLoad(SessionAffinity):
-    """Session affinity that spills to the least loaded engine above the load threshold."""
-
-
 def make_router(name: str, n: int):
     if name == "round-robin":
         return RoundRobin(n)
     if name == "session":
         return SessionHash(n)
     if name == "session-load":
-        return SessionLoad(n)
+        return SessionAffinity(n)  # spills to the least loaded engine above the load threshold
     raise ValueError(f"unknown router {name!r}; choose from {', '.join(ROUTERS)}")

@@ -137,6 +137,6 @@ def engines_result(engines: Sequence[Engine], sim_programs: Sequence, policy: st
     result["alone_jct_s"] = percentiles(alone, qs=(50, 95))
     tpot = [(t.done_s - t.first_token_s) / (t.output_tokens - 1) for r in records for t in r.turns
             if t.ok and t.output_tokens > 1 and t.first_token_s is not None and t.done_s is not None]
-    result["tpot_s"] = {k: v for k, v in percentiles(tpot, qs=(95,)).items()}  # time per output token
+    result["tpot_s"] = percentiles(tpot, qs=(95,))  # time per output token
     result["sim"] = sim
     return result
