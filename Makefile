@@ -22,7 +22,7 @@ setup: $(STAMP) models
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -e ".[$(EXTRA),dev]"
+	$(PIP) install -e ".[$(EXTRA),eval,dev]"
 	$(PIP) install --no-deps $(DATA_PKGS) $(BFCL_RUNTIME)
 	$(if $(MISMATCHED),$(PIP) uninstall -y -q $(MISMATCHED) 2>/dev/null || true)
 	touch $@
@@ -34,7 +34,7 @@ models: $(STAMP)
 	$(VENV)/bin/continuum models build
 
 demo: setup
-	$(PY) -m eval.demo
+	$(PY) -m continuum_eval.live.demo
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -6,6 +6,6 @@
 See agents/README.md.
 """
 
-from agents.session import AgentSession, AsyncAgentSession, SessionError, ToolCall, TurnStats, new_session_id
+from continuum_agents.session import AgentSession, AsyncAgentSession, SessionError, ToolCall, TurnStats, new_session_id
 
 __all__ = ["AgentSession", "AsyncAgentSession", "SessionError", "ToolCall", "TurnStats", "new_session_id"]

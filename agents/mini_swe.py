@@ -42,8 +42,8 @@ from minisweagent.models.litellm_model import LitellmModel  # noqa: E402
 from minisweagent.models.litellm_textbased_model import (LitellmTextbasedModel,  # noqa: E402
                                                          LitellmTextbasedModelConfig)
 
-from agents.protocol import SESSION_HEADER, TurnStats, prompt_digest  # noqa: E402
-from agents.session import AgentSession, new_session_id  # noqa: E402
+from continuum_agents.protocol import SESSION_HEADER, TurnStats, prompt_digest  # noqa: E402
+from continuum_agents.session import AgentSession, new_session_id  # noqa: E402
 
 __all__ = ["ContinuumModel", "ContinuumModelConfig", "ContinuumEnvironment", "end_run"]
 

@@ -9,7 +9,7 @@ client to schedule it well, and this module sends them on every request:
   ``is_last_step`` (the program ends after this turn: nothing to keep);
 - the **end** of the program (``POST /v1/sessions/{id}/end``), so its KV cache is released at once.
 
-Turns **stream** (server-sent events, folded back into the usual JSON answer by :mod:`agents.stream`), so each
+Turns **stream** (server-sent events, folded back into the usual JSON answer by :mod:`continuum_agents.stream`), so each
 turn's time to first token is known (``session.turn_stats``). A turn whose connection drops (reset, closed
 mid-answer) is **sent once more**; a second drop, an HTTP error or a timeout raises :class:`SessionError`.
 It also records how long each tool call took (``session.tool_calls``). The session works against any
@@ -17,7 +17,7 @@ OpenAI-compatible server: the extra body fields are ignored by servers that do n
 session on a server without the endpoint (plain vLLM answers 404) is a no-op.
 
 Sync (:class:`AgentSession`) and async (:class:`AsyncAgentSession`) variants share the request building in
-:class:`agents.protocol.SessionBase`; ``session.openai_kwargs(...)`` gives the same fields to the ``openai``
+:class:`continuum_agents.protocol.SessionBase`; ``session.openai_kwargs(...)`` gives the same fields to the ``openai``
 client and to litellm.
 """
 
@@ -30,9 +30,9 @@ from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 import httpx
 
-from agents.protocol import (KEEPALIVE_EXPIRY_S, RETRYABLE, SESSION_HEADER, DroppedConnection, SessionBase,
+from continuum_agents.protocol import (KEEPALIVE_EXPIRY_S, RETRYABLE, SESSION_HEADER, DroppedConnection, SessionBase,
                              SessionError, ToolCall, TurnStats, check_status, new_session_id)
-from agents.stream import StreamAccumulator, StreamError
+from continuum_agents.stream import StreamAccumulator, StreamError
 
 __all__ = ["AgentSession", "AsyncAgentSession", "ToolCall", "TurnStats", "SessionError", "new_session_id",
            "KEEPALIVE_EXPIRY_S", "SESSION_HEADER"]

@@ -7,7 +7,7 @@ answers without a command, says ``DONE``, or the turn budget runs out. The last 
 ``is_last_step``; the session ends on exit. The server reads the tool name from the reply itself (first word of
 the bash block), so the agent does not send a ``tool`` hint.
 
-    python -m agents.shell_agent --base-url http://127.0.0.1:8000 --task "How many Python files are here?"
+    python -m continuum_agents.shell_agent --base-url http://127.0.0.1:8000 --task "How many Python files are here?"
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.session import AgentSession, SessionError
+from continuum_agents.session import AgentSession, SessionError
 
 SYSTEM = ("You are a helpful assistant that can run shell commands to answer questions about files. "
           "Reply with exactly one command in a ```bash code block. When you know the answer, reply with the "
@@ -91,7 +91,7 @@ def run_agent(base_url: str, task: str, *, model: str | None = None, workdir: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agents.shell_agent", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m continuum_agents.shell_agent", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")
     ap.add_argument("--model", help="default: the server's only model")
     ap.add_argument("--task", required=True)

@@ -6,7 +6,7 @@ hash of the API key (never the key itself). A request that reaches vLLM without 
 not guard, such as ``/invocations``) lands in an anonymous tenant of its own, so it cannot reach a keyed
 tenant's sessions either. Without keys there are no tenants and ids pass through unchanged.
 
-This module is pure Python: the HTTP layer, the pin quota (`continuum.kv_pins`) and the tests share it.
+This module is pure Python: the HTTP layer, the pin quota (`continuum.sched.pins`) and the tests share it.
 """
 
 from __future__ import annotations

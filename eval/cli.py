@@ -1,7 +1,7 @@
 """The `continuum replay` and `continuum bench` verbs.
 
 ``add_eval_parsers(subparsers)`` adds both to the `continuum` command; ``run_eval(args)`` runs one and returns
-the exit status (2 with a message on stderr for bad input). ``python -m eval.cli replay|bench ...`` runs them
+the exit status (2 with a message on stderr for bad input). ``python -m continuum_eval.cli replay|bench ...`` runs them
 without the entry point.
 """
 
@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from continuum.argtypes import non_negative_float, positive_float, positive_int
-from continuum.policy_flags import add_policy_flags, overrides_from_args
+from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
+from continuum.policy.flags import add_policy_flags, overrides_from_args
 
 __all__ = ["add_eval_parsers", "run_eval", "main"]
 
@@ -105,13 +105,13 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="live --router program: JSON for vllm-router's --program-scheduling-config-json")
     b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     add_policy_flags(b)
-    from eval.agent_cli import add_agent_arguments
+    from continuum_eval.agents_bench.cli import add_agent_arguments
 
     add_agent_arguments(b)
 
 
 def _load(args: argparse.Namespace):
-    from workloads import TraceError, read_trace
+    from continuum_workloads import TraceError, read_trace
 
     try:
         programs = read_trace(args.trace)
@@ -142,7 +142,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from eval.replay import ReplayError, ReplayOptions, replay_sync
+    from continuum_eval.live.replay import ReplayError, ReplayOptions, replay_sync
 
     programs = _load(args)
     try:
@@ -158,7 +158,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    from eval.report import format_table
+    from continuum_eval.results.report import format_table
 
     print(format_table([result]))
     print(f"result: {out}")
@@ -169,10 +169,10 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from eval.bench import BenchConfig, BenchError, run_bench
+    from continuum_eval.live.bench import BenchConfig, BenchError, run_bench
 
     if args.agent:
-        from eval.agent_cli import run_agent_bench_args
+        from continuum_eval.agents_bench.cli import run_agent_bench_args
 
         try:
             return run_agent_bench_args(args)
@@ -204,7 +204,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.cli")
+    parser = argparse.ArgumentParser(prog="python -m continuum_eval.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     add_eval_parsers(sub)
     return run_eval(parser.parse_args(argv))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from continuum import models
+from continuum.serve import models
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from continuum.offline import build_scheduler, make_request, run_step
-from continuum.policies import scheduler_for
-from eval.sim.engine import Engine
-from eval.sim.run import simulate_result
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum.sched.scheduler import scheduler_for
+from continuum_eval.sim.engine.loop import Engine
+from continuum_eval.sim.run import simulate_result
 from tests.fake_clock import Clock
 from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
-from workloads import Program, Turn, assign_arrivals
+from continuum_workloads import Program, Turn, assign_arrivals
 
 BS = 32
 
@@ -130,7 +130,7 @@ def test_a_latency_sensitive_program_skips_the_door():
 def test_a_pin_kept_until_return_reads_as_json():
     import json
 
-    from continuum.engine_control import EngineControl
+    from continuum.control.engine_side import EngineControl
 
     s = make(num_blocks=41)
     add(s, "a1", 1000, 320, 8, "A")

@@ -16,7 +16,7 @@ import threading
 import httpx
 import pytest
 
-from continuum.launch import ServerProcess
+from continuum.serve.launch import ServerProcess
 
 pytestmark = pytest.mark.engine
 
@@ -55,7 +55,7 @@ def servers(tiny_model, tmp_path_factory):
 
 def bench(args: list[str], out, tmp_path) -> tuple[list[dict], list[dict], str]:
     env = {**os.environ, "CONTINUUM_TASKS_DIR": str(tmp_path / "task-repos")}
-    p = subprocess.run([sys.executable, "-m", "continuum.cli", "bench", *args, "--out", str(out)], env=env,
+    p = subprocess.run([sys.executable, "-m", "continuum.serve.cli", "bench", *args, "--out", str(out)], env=env,
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

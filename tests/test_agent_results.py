@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from agents import ToolCall, TurnStats
-from eval.agent_bench import format_agent_table
-from eval.agent_runs import TaskRun, summarize_runs
-from eval.determinism import compare_outputs, format_determinism
+from continuum_agents import ToolCall, TurnStats
+from continuum_eval.agents_bench.bench import format_agent_table
+from continuum_eval.agents_bench.runs import TaskRun, summarize_runs
+from continuum_eval.agents_bench.determinism import compare_outputs, format_determinism
 
 
 def turn(i: int, t: float, ids: list[int], prompt: str) -> TurnStats:
@@ -69,14 +69,14 @@ def test_outputs_are_compared_turn_by_turn_while_prompts_agree():
     ([], "--trace"),
 ])
 def test_bad_agent_flags_exit_2_naming_the_flag(argv, flag, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "continuum.cli", "bench", *argv, "--out", str(tmp_path / "o")],
+    p = subprocess.run([sys.executable, "-m", "continuum.serve.cli", "bench", *argv, "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert flag in p.stderr
 
 
 def test_a_task_that_raises_is_recorded_failed_and_the_others_run():
-    from eval.agent_runs import run_tasks
+    from continuum_eval.agents_bench.runs import run_tasks
 
     def fn(n: int) -> TaskRun:
         if n == 2:

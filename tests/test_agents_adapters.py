@@ -10,10 +10,10 @@ import threading
 import httpx
 import pytest
 
-from agents import AgentSession
-from agents.examples import litellm_client, mini_swe_agent, openai_client
-from continuum.launch import ServerProcess
-from eval.bench import DEV_MODE_ENV, env_set
+from continuum_agents import AgentSession
+from continuum_agents.examples import litellm_client, mini_swe_agent, openai_client
+from continuum.serve.launch import ServerProcess
+from continuum_eval.live.bench import DEV_MODE_ENV, env_set
 
 pytestmark = pytest.mark.engine
 
@@ -132,7 +132,7 @@ def test_a_turn_cut_by_the_network_is_sent_again(server):
 
 
 def test_determinism_probe_same_schedule_repeats_bitwise(server):
-    from eval.determinism_probe import probe
+    from continuum_eval.probes.determinism_probe import probe
 
     out = probe(server.base_url, others=2, max_tokens=16)
     assert out["prefix_cache_reset"] and set(out["conditions"]) == {"cold-again", "warm", "batched", "batched-warm"}

@@ -13,9 +13,9 @@ import time
 import httpx
 import pytest
 
-from agents import AgentSession, AsyncAgentSession, SessionError
-from agents.shell_agent import extract_command, run_command
-from continuum.launch import ServerProcess
+from continuum_agents import AgentSession, AsyncAgentSession, SessionError
+from continuum_agents.shell_agent import extract_command, run_command
+from continuum.serve.launch import ServerProcess
 
 COMPLETION = {"choices": [{"text": "ok", "message": {"role": "assistant", "content": "ok"}}],
               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
@@ -146,7 +146,7 @@ def test_async_sdk_and_openai_client(server):
 
 @pytest.mark.engine
 def test_reference_agent_runs_a_session(server, tmp_path):
-    from agents.shell_agent import run_agent
+    from continuum_agents.shell_agent import run_agent
 
     (tmp_path / "notes.txt").write_text("hello\n")
     run = run_agent(server.base_url, "How many files are here?", workdir=tmp_path, max_turns=2, max_tokens=16)

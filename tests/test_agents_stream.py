@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from agents import AgentSession, AsyncAgentSession, SessionError
-from agents.stream import StreamAccumulator, StreamError
+from continuum_agents import AgentSession, AsyncAgentSession, SessionError
+from continuum_agents.stream import StreamAccumulator, StreamError
 
 
 def sse(*events: dict) -> list[str]:

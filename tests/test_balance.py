@@ -9,12 +9,13 @@ import tempfile
 
 import pytest
 
-from continuum.affinity import SessionAffinity, home_of
-from continuum.config import ConfigError
-from continuum.dp import merge_stats, rank_address
-from continuum.offline import build_scheduler, make_request, run_step
-from continuum.policies import describe, resolve, scheduler_for
-from continuum.rank_board import LocalBoard, SharedBoard, counts_path
+from continuum.cluster.affinity import SessionAffinity, home_of
+from continuum.policy.registry import ConfigError
+from continuum.control.dp import merge_stats, rank_address
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum.policy.presets import describe, resolve
+from continuum.sched.scheduler import scheduler_for
+from continuum.sched.rank_board import LocalBoard, SharedBoard, counts_path
 
 BS = 32
 
@@ -135,7 +136,7 @@ def test_a_snapshot_shows_the_previous_step_to_ranks_stepping_one_after_another(
     assert board.counts() == [7, 0]
 
 
-POST = "import sys; from continuum.rank_board import SharedBoard; SharedBoard(sys.argv[1], int(sys.argv[2]), 3)" \
+POST = "import sys; from continuum.sched.rank_board import SharedBoard; SharedBoard(sys.argv[1], int(sys.argv[2]), 3)" \
        ".publish(int(sys.argv[2]), int(sys.argv[3]))"  # a rank process posts its count and ends; the count stays
 
 

@@ -14,7 +14,7 @@ from vllm.entrypoints.generate.beam_search.online import BeamSearchOnlineMixin
 from vllm.logprobs import Logprob
 from vllm.sampling_params import BeamSearchParams
 
-from continuum import beam_patience
+from continuum.http import beam_patience
 
 EOS = 2
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents import AgentSession
-from eval.bfcl_agent import load_entries, score_entry
-from eval.bfcl_handler import ContinuumHandler, call_names, trace_delay
-from workloads.bfcl import function_duration_params
+from continuum_agents import AgentSession
+from continuum_eval.agents_bench.bfcl import load_entries, score_entry
+from continuum_eval.agents_bench.bfcl_handler import ContinuumHandler, call_names, trace_delay
+from continuum_workloads.bfcl import function_duration_params
 
 
 def handler(run_name: str) -> ContinuumHandler:

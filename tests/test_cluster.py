@@ -18,8 +18,8 @@ import time
 import httpx
 import pytest
 
-from agents import AgentSession
-from continuum.router import router_available
+from continuum_agents import AgentSession
+from continuum.cluster.router import router_available
 
 pytestmark = [pytest.mark.engine,
               pytest.mark.skipif(not router_available(), reason="vllm-router is not installed")]
@@ -52,7 +52,7 @@ def _three_ports() -> int:
 def cluster(tiny_model, tmp_path_factory):
     logs = tmp_path_factory.mktemp("cluster")
     port = _three_ports()
-    cmd = [sys.executable, "-m", "continuum.cli", "cluster", "tiny", "--replicas", "2", "--port", str(port),
+    cmd = [sys.executable, "-m", "continuum.serve.cli", "cluster", "tiny", "--replicas", "2", "--port", str(port),
            "--log-dir", str(logs), *REPLICA_FLAGS]
     err = open(logs / "cluster.err", "w")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)

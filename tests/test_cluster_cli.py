@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from continuum.cli import main
-from continuum.router import RouterProcess, router_available
-from eval.bench import BenchConfig, BenchError, run_bench
-from eval.bench_cluster import router_options
+from continuum.serve.cli import main
+from continuum.cluster.router import RouterProcess, router_available
+from continuum_eval.live.bench import BenchConfig, BenchError, run_bench
+from continuum_eval.live.bench_cluster import router_options
 
 
 @pytest.mark.parametrize("argv, flag", [(["--replicas", "0"], "--replicas"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from continuum import models
-from continuum.launch import ServerProcess
+from continuum.serve import models
+from continuum.serve.launch import ServerProcess
 
 pytestmark = pytest.mark.engine
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from vllm.v1.request import RequestStatus
 
-from continuum.config import ContinuumConfig
-from continuum.engine_control import EngineControl
-from continuum.offline import build_scheduler, make_request, run_step
-from continuum.scheduler import ContinuumScheduler
+from continuum.policy.config import ContinuumConfig
+from continuum.control.engine_side import EngineControl
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum.sched.scheduler import ContinuumScheduler
 
 BS = 32
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from continuum import engine_priority
+from continuum.serve import engine_priority
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
 

@@ -13,9 +13,9 @@ import time
 import httpx
 import pytest
 
-from continuum.launch import ServerProcess
-from eval.replay import ReplayOptions, replay_sync
-from workloads import Program, Turn, write_trace
+from continuum.serve.launch import ServerProcess
+from continuum_eval.live.replay import ReplayOptions, replay_sync
+from continuum_workloads import Program, Turn, write_trace
 
 pytestmark = pytest.mark.engine
 
@@ -51,7 +51,7 @@ def test_replay_cli_completes_with_token_exact_prompts(server, tmp_path):
     trace = tmp_path / "trace.jsonl"
     write_trace(trace, tiny_trace(3))
     out = tmp_path / "result.json"
-    p = subprocess.run([sys.executable, "-m", "continuum.cli", "replay", "--trace", str(trace), "--base-url",
+    p = subprocess.run([sys.executable, "-m", "continuum.serve.cli", "replay", "--trace", str(trace), "--base-url",
                         server.base_url, "--jps", "2", "--out", str(out), "--seed", "5"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr

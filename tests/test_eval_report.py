@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from eval import cli as eval_cli
-from eval.bench import BenchConfig, BenchError, policy_args, server_flags
-from eval.metrics import ProgramRecord, TurnRecord, summarize
-from eval.replay import fit_program, prepare_programs, scale_program, synthetic_ids
-from eval.report import format_ratios, format_table, ratios, write_report
-from workloads import Program, Turn, generate_swebench, write_trace
+from continuum_eval import cli as eval_cli
+from continuum_eval.live.bench import BenchConfig, BenchError, policy_args, server_flags
+from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
+from continuum_eval.live.replay import fit_program, prepare_programs, scale_program, synthetic_ids
+from continuum_eval.results.report import format_ratios, format_table, ratios, write_report
+from continuum_workloads import Program, Turn, generate_swebench, write_trace
 
 RESULT_KEYS = {"policy", "mode", "workload", "jps", "programs", "completed", "failed", "jct_s", "ttft_s",
                "makespan_s", "throughput_tok_s", "prefix_hit_rate", "pins", "sched_step_ms"}
@@ -83,7 +83,7 @@ def test_report_cli(tmp_path):
     results = [synthetic_result("vllm", 1.0, 2.0), synthetic_result("continuum", 1.0, 1.0)]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
-    p = subprocess.run([sys.executable, "-m", "eval.report", str(path), "--out", str(tmp_path / "r")],
+    p = subprocess.run([sys.executable, "-m", "continuum_eval.results.report", str(path), "--out", str(tmp_path / "r")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "continuum / vllm" in p.stdout and (tmp_path / "r" / "jct_cdf.png").exists()
@@ -184,7 +184,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_rates(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "eval.cli", "bench", "--trace", "x", "--jps", "0,-1", "--out",
+    p = subprocess.run([sys.executable, "-m", "continuum_eval.cli", "bench", "--trace", "x", "--jps", "0,-1", "--out",
                         str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "positive" in p.stderr
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
-from continuum.api import ContinuumMiddleware
+from continuum.http.middleware import ContinuumMiddleware
 from continuum.tenancy import split, tenant_of_key
-from continuum.validation import BadRequest, check_completion_request
+from continuum.http.validation import BadRequest, check_completion_request
 
 A, B = "key-A", "key-B"
 FIELD_PARAMS = ("session_id", "X-Session-ID", "vllm_xargs")
@@ -132,7 +132,7 @@ class Recorder:
     """Stands in for the engine's control handler (a real ControlServer over ZeroMQ): records each message."""
 
     def __init__(self, tmp_path) -> None:
-        from continuum.control import ControlServer
+        from continuum.control.channel import ControlServer
 
         self.log: list[dict] = []
         self.reply: dict = {"ok": True}
@@ -178,7 +178,7 @@ def recorder(tmp_path, monkeypatch):
     rec = Recorder(tmp_path)
 
     def configure(terms: list[str]) -> None:
-        from continuum.config import ENV_VAR, ContinuumConfig
+        from continuum.policy.config import ENV_VAR, ContinuumConfig
 
         monkeypatch.setenv(ENV_VAR, ContinuumConfig(terms=terms, control_addr=rec.address).to_env())
 
@@ -242,7 +242,7 @@ def test_a_client_that_leaves_mid_stream_is_reported_before_the_stream_is_cancel
 def test_vllm_api_key_from_the_environment_makes_tenants_too(monkeypatch):
     from starlette.datastructures import Headers
 
-    from continuum.api_keys import Keys
+    from continuum.http.keys import Keys
 
     monkeypatch.setenv("VLLM_API_KEY", "env-key")
     app = FastAPI()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from continuum.launch import ServerProcess
+from continuum.serve.launch import ServerProcess
 
 pytestmark = pytest.mark.engine
 FLAGS = ["--max-model-len", "1024", "--block-size", "32", "--num-gpu-blocks-override", "40",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from continuum.metrics import SERIES, collector_on
+from continuum.http.metrics import SERIES, collector_on
 
 
 def test_the_collector_renders_the_latest_stats_with_help_lines():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from continuum import cli
-from continuum.config import ConfigError, ContinuumConfig
-from continuum.policies import PRESETS, describe, is_vllm, names, resolve, scheduler_for
-from continuum.policy_flags import override_flags
-from eval.bench import BenchConfig, BenchError, policy_args
+from continuum.serve import cli
+from continuum.policy.config import ContinuumConfig
+from continuum.policy.registry import ConfigError
+from continuum.policy.presets import PRESETS, describe, is_vllm, resolve
+from continuum.policy.registry import names
+from continuum.sched.scheduler import scheduler_for
+from continuum.policy.flags import override_flags
+from continuum_eval.live.bench import BenchConfig, BenchError, policy_args
 
 
 def test_every_preset_resolves_and_builds_its_scheduler():

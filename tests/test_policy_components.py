@@ -6,9 +6,10 @@ nothing.
 
 from __future__ import annotations
 
-from continuum.offline import build_scheduler, make_request, run_step
-from continuum.phases import PhaseSwitch
-from continuum.policies import resolve, scheduler_for
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum.sched.phases import PhaseSwitch
+from continuum.policy.presets import resolve
+from continuum.sched.scheduler import scheduler_for
 from tests.fake_clock import Clock
 
 BS = 32

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from eval.rank_quality import kendall_tau_b, pairs, train
+from continuum_eval.probes.rank_quality import kendall_tau_b, pairs, train
 from kvttl import ProgramWork, Progress, oracle_prediction
-from workloads import Program, Turn
+from continuum_workloads import Program, Turn
 
 
 def test_no_completed_program_means_no_reordering():

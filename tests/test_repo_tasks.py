@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from eval.swe_grade import grade
-from workloads.repo_tasks import DATA_DIR, RepoTaskError, build_repos, checkout, load_tasks
+from continuum_eval.agents_bench.swe_grade import grade
+from continuum_workloads.repo_tasks import DATA_DIR, RepoTaskError, build_repos, checkout, load_tasks
 
 SWE_BENCH_KEYS = {"instance_id", "repo", "base_commit", "problem_statement", "patch", "test_patch", "FAIL_TO_PASS",
                   "PASS_TO_PASS", "version", "environment_setup_commit", "image", "eval_script", "log_parser",

@@ -6,9 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vllm.v1.request import RequestStatus
 
-from continuum.config import ContinuumConfig
-from continuum.offline import build_scheduler, make_request, run_step
-from continuum.scheduler import ContinuumScheduler
+from continuum.policy.config import ContinuumConfig
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum.sched.scheduler import ContinuumScheduler
 
 BS = 32
 OPS = st.one_of(

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from continuum.launch import ServerProcess
+from continuum.serve.launch import ServerProcess
 
 pytestmark = pytest.mark.engine
 
@@ -96,7 +96,7 @@ def test_malformed_input_is_400_naming_the_field(server, body, headers, field):
 
 
 def test_the_engine_core_runs_at_a_lower_priority_than_the_api_server(server):
-    from continuum import engine_priority
+    from continuum.serve import engine_priority
 
     api = server.proc.pid
     engines = engine_priority.children(api, engine_priority.ENGINE_CORE_COMM)

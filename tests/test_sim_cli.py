@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from eval.sim.cli import main
-from workloads import generate_swebench, write_trace
-from eval.replay import scale_program
+from continuum_eval.sim.cli import main
+from continuum_workloads import generate_swebench, write_trace
+from continuum_eval.live.replay import scale_program
 
 
 @pytest.fixture(scope="module")

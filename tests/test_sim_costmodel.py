@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from eval.sim.costmodel import LinearCostModel, RooflineCostModel, StepBatch, nnls
-from eval.sim.profiles import PROFILES, cpu_profile, get_profile, listing
-from eval.sim.specs import H100, LLAMA_3_1_70B, LLAMA_3_1_8B
+from continuum_eval.sim.cost.costmodel import LinearCostModel, RooflineCostModel, StepBatch, nnls
+from continuum_eval.sim.cost.profiles import PROFILES, cpu_profile, get_profile, listing
+from continuum_eval.sim.cost.specs import H100, LLAMA_3_1_70B, LLAMA_3_1_8B
 
 import numpy as np
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from eval.sim.costmodel import LinearCostModel
-from eval.sim.engine import Engine
-from eval.sim.isolated import isolated_jct
-from eval.sim.profiles import Profile, get_profile
-from eval.sim.run import simulate_result
-from workloads import Program, Turn, assign_arrivals, generate_swebench
-from eval.replay import scale_program
+from continuum_eval.sim.cost.costmodel import LinearCostModel
+from continuum_eval.sim.engine.loop import Engine
+from continuum_eval.sim.engine.isolated import isolated_jct
+from continuum_eval.sim.cost.profiles import Profile, get_profile
+from continuum_eval.sim.run import simulate_result
+from continuum_workloads import Program, Turn, assign_arrivals, generate_swebench
+from continuum_eval.live.replay import scale_program
 
 POLICIES = ("vllm", "continuum", "fixed", "preserve", "plas", "oracle")
 

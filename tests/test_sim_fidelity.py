@@ -1,11 +1,11 @@
-"""The fidelity report's arithmetic (the live side needs a server: `python -m eval.sim.fidelity`)."""
+"""The fidelity report's arithmetic (the live side needs a server: `python -m continuum_eval.sim.fit.fidelity`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from eval.metrics import ProgramRecord, TurnRecord, summarize
-from eval.sim.fidelity import breakdown, table
+from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
+from continuum_eval.sim.fit.fidelity import breakdown, table
 
 
 def result(policy: str, lag: float) -> dict:

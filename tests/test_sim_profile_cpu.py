@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval.sim.costmodel import LinearCostModel, StepBatch
-from eval.sim.profile_cpu import ProfileError, _chunks, _features, _grid, _server_plan, fit, fit_server
+from continuum_eval.sim.cost.costmodel import LinearCostModel, StepBatch
+from continuum_eval.sim.fit.profile_cpu import ProfileError, _chunks, _features, _grid, _server_plan, fit, fit_server
 
 
 def test_grid_covers_prefill_decode_and_mixed_batches():

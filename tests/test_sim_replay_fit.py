@@ -1,13 +1,13 @@
 """The per-request cost fitted to a live replay: the bisection and the profile it rewrites (the live replay
-itself needs a server: `python -m eval.sim.replay_fit`)."""
+itself needs a server: `python -m continuum_eval.sim.fit.replay_fit`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from eval.sim.costmodel import StepBatch
-from eval.sim.profiles import get_profile
-from eval.sim.replay_fit import SEQS_MAX, bisect, with_seqs
+from continuum_eval.sim.cost.costmodel import StepBatch
+from continuum_eval.sim.cost.profiles import get_profile
+from continuum_eval.sim.fit.replay_fit import SEQS_MAX, bisect, with_seqs
 
 
 def test_bisect_finds_the_cost_that_matches_the_live_jct():

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from continuum.affinity import home_of
-from eval.sim.cli import main as sim_main
-from eval.sim.cluster import ReplicaSim
-from eval.sim.lockstep import LockstepSim
-from eval.sim.run import simulate_result
+from continuum.cluster.affinity import home_of
+from continuum_eval.sim.cli import main as sim_main
+from continuum_eval.sim.engine.cluster import ReplicaSim
+from continuum_eval.sim.engine.lockstep import LockstepSim
+from continuum_eval.sim.run import simulate_result
 from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
-from workloads import assign_arrivals, write_trace
+from continuum_workloads import assign_arrivals, write_trace
 
 N = 12
 

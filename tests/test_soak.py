@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from vllm.v1.request import RequestStatus
 
-from continuum.config import ContinuumConfig
-from continuum.engine_control import EngineControl
-from continuum.offline import build_scheduler, make_request, run_step
-from continuum.scheduler import ContinuumScheduler
+from continuum.policy.config import ContinuumConfig
+from continuum.control.engine_side import EngineControl
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum.sched.scheduler import ContinuumScheduler
 from continuum.tenancy import qualify, tenant_of_key
 
 PROGRAMS = 10_000

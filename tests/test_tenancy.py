@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from continuum.launch import ServerProcess
+from continuum.serve.launch import ServerProcess
 from continuum.tenancy import tenant_of_key
 
 pytestmark = pytest.mark.engine
@@ -167,8 +167,8 @@ def test_a_stop_string_finish_still_pins(server):
 
 
 def test_replay_against_a_server_without_cached_token_details_reports_an_unknown_hit_rate(server):
-    from eval.replay import ReplayOptions, replay_sync
-    from workloads import Program, Turn
+    from continuum_eval.live.replay import ReplayOptions, replay_sync
+    from continuum_workloads import Program, Turn
 
     programs = [Program(id=f"r{i}", workload="tiny", turns=[Turn(new_input_tokens=64, output_tokens=4, tool="ls",
                                                                 tool_s=0.1), Turn(new_input_tokens=8, output_tokens=4)])

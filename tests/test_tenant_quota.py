@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from continuum.config import ContinuumConfig
-from continuum.offline import build_scheduler, make_request, run_step
-from continuum.scheduler import ContinuumScheduler
+from continuum.policy.config import ContinuumConfig
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum.sched.scheduler import ContinuumScheduler
 from continuum.tenancy import qualify, tenant_of_key
 from kvttl import PinTable
 

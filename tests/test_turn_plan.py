@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from workloads import Program, Turn
-from workloads.turn_plan import VOCAB, fit_program, plan_turn, scale_program, synthetic_ids
+from continuum_workloads import Program, Turn
+from continuum_workloads.turn_plan import VOCAB, fit_program, plan_turn, scale_program, synthetic_ids
 
 
 def program() -> Program:
@@ -36,12 +36,12 @@ def test_scale_and_fit_keep_the_shape():
 
 
 def test_the_simulator_plans_turns_without_the_live_replay():
-    code = ("import sys, eval.sim.run, eval.sim.entities as e, workloads.turn_plan as tp; "
-            "assert 'eval.replay' not in sys.modules, 'simulator imports the live replay'; "
+    code = ("import sys, continuum_eval.sim.run, continuum_eval.sim.engine.entities as e, continuum_workloads.turn_plan as tp; "
+            "assert 'continuum_eval.live.replay' not in sys.modules, 'simulator imports the live replay'; "
             "assert e.synthetic_ids is tp.synthetic_ids; print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-2000:]
     # The old names stay importable from the replay.
-    from eval import replay
+    from continuum_eval.live import replay
 
     assert replay.fit_program is fit_program and replay.synthetic_ids is synthetic_ids

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workloads.bfcl import (
+from continuum_workloads.bfcl import (
     CATEGORIES,
     BfclUnavailable,
     bfcl_data_dir,
@@ -21,8 +21,8 @@ from workloads.bfcl import (
     openai_tool,
     parse_call,
 )
-from workloads.stats import trace_stats
-from workloads.tokens import GENERATION_PROMPT, approx_counter, render_message, tokenizer_counter
+from continuum_workloads.stats import trace_stats
+from continuum_workloads.tokens import GENERATION_PROMPT, approx_counter, render_message, tokenizer_counter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,8 +65,8 @@ def programs(entries, count_tokens):
 
 def test_real_data_loaded_from_installed_package_without_importing_it(entries):
     # In a fresh interpreter: the BFCL agent bench's tests import bfcl_eval into this one.
-    code = ("import sys; from workloads.bfcl import load_bfcl_entries; load_bfcl_entries(); "
-            "assert 'bfcl_eval' not in sys.modules, 'workloads.bfcl imported bfcl_eval'")
+    code = ("import sys; from continuum_workloads.bfcl import load_bfcl_entries; load_bfcl_entries(); "
+            "assert 'bfcl_eval' not in sys.modules, 'continuum_workloads.bfcl imported bfcl_eval'")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert (bfcl_data_dir() / "multi_turn_func_doc").is_dir()

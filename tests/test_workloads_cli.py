@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from workloads.cli import add_trace_parser, main, run_trace
-from workloads.importers import import_mooncake
-from workloads.trace import TraceError, read_trace
+from continuum_workloads.cli import add_trace_parser, main, run_trace
+from continuum_workloads.importers import import_mooncake
+from continuum_workloads.trace import TraceError, read_trace
 
 MOONCAKE = [
     {"session_id": "s1", "timestamp": 1000, "input_length": 1000, "output_length": 50, "hash_ids": [1, 2]},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workloads.stats import trace_stats
-from workloads.swebench import TOOLS, generate_swebench, swebench_program
+from continuum_workloads.stats import trace_stats
+from continuum_workloads.swebench import TOOLS, generate_swebench, swebench_program
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from workloads.arrivals import assign_arrivals, poisson_arrival_times
-from workloads.stats import dist, format_stats, tail_share, trace_stats
-from workloads.trace import Program, TraceError, Turn, parse_program, read_trace, write_trace
+from continuum_workloads.arrivals import assign_arrivals, poisson_arrival_times
+from continuum_workloads.stats import dist, format_stats, tail_share, trace_stats
+from continuum_workloads.trace import Program, TraceError, Turn, parse_program, read_trace, write_trace
 
 EXAMPLE = {"id": "swe-00012", "workload": "swebench", "arrival_s": None,
            "turns": [{"new_input_tokens": 1234, "output_tokens": 180, "tool": "grep", "tool_s": 0.42},
@@ -143,7 +143,7 @@ def test_assign_arrivals_copies():
 
 
 def test_workloads_imports_no_engine_or_sibling_packages():
-    code = ("import sys, workloads, workloads.cli; "
+    code = ("import sys, workloads, continuum_workloads.cli; "
             "bad = [m for m in ('vllm', 'kvttl', 'continuum', 'bfcl_eval', 'torch') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -3,13 +3,13 @@
 Pure Python + numpy + pydantic; imports neither vLLM nor the other Continuum packages.
 """
 
-from workloads.arrivals import assign_arrivals, poisson_arrival_times
-from workloads.bfcl import generate_bfcl, iter_bfcl
-from workloads.importers import import_mooncake, import_trace
-from workloads.stats import TraceStats, format_stats, trace_stats
-from workloads.swebench import generate_swebench, iter_swebench
-from workloads.tokens import approx_counter, tokenizer_counter
-from workloads.trace import Message, Program, TraceError, Turn, iter_trace, parse_program, read_trace, write_trace
+from continuum_workloads.arrivals import assign_arrivals, poisson_arrival_times
+from continuum_workloads.bfcl import generate_bfcl, iter_bfcl
+from continuum_workloads.importers import import_mooncake, import_trace
+from continuum_workloads.stats import TraceStats, format_stats, trace_stats
+from continuum_workloads.swebench import generate_swebench, iter_swebench
+from continuum_workloads.tokens import approx_counter, tokenizer_counter
+from continuum_workloads.trace import Message, Program, TraceError, Turn, iter_trace, parse_program, read_trace, write_trace
 
 __all__ = [
     "Message",

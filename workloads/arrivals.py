@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from workloads.trace import Program
+from continuum_workloads.trace import Program
 
 __all__ = ["poisson_arrival_times", "assign_arrivals"]
 

@@ -50,8 +50,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from workloads.tokens import END_OF_TURN, GENERATION_PROMPT, TokenCounter, render_message
-from workloads.trace import Program, Turn
+from continuum_workloads.tokens import END_OF_TURN, GENERATION_PROMPT, TokenCounter, render_message
+from continuum_workloads.trace import Program, Turn
 
 __all__ = [
     "CATEGORIES",

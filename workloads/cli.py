@@ -1,7 +1,7 @@
 """``continuum trace gen | stats | import``: build, inspect and convert workload traces.
 
 The ``continuum`` entry point delegates the ``trace`` verb here through
-``add_trace_parser`` and ``run_trace``; ``python -m workloads.cli trace ...``
+``add_trace_parser`` and ``run_trace``; ``python -m continuum_workloads.cli trace ...``
 runs the same code without it. Bad input (unknown workload, negative counts,
 a missing or malformed file) prints one clear line on stderr and returns 2.
 """
@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from workloads.arrivals import assign_arrivals
-from workloads.bfcl import CATEGORIES, BfclUnavailable, iter_bfcl
-from workloads.importers import FORMATS, import_trace
-from workloads.stats import format_stats, trace_stats
-from workloads.swebench import iter_swebench
-from workloads.tokens import tokenizer_counter
-from workloads.trace import Program, TraceError, read_trace, write_trace
+from continuum_workloads.arrivals import assign_arrivals
+from continuum_workloads.bfcl import CATEGORIES, BfclUnavailable, iter_bfcl
+from continuum_workloads.importers import FORMATS, import_trace
+from continuum_workloads.stats import format_stats, trace_stats
+from continuum_workloads.swebench import iter_swebench
+from continuum_workloads.tokens import tokenizer_counter
+from continuum_workloads.trace import Program, TraceError, read_trace, write_trace
 
 __all__ = ["WORKLOADS", "add_trace_parser", "run_trace", "main"]
 
@@ -160,7 +160,7 @@ def _default_tokenizer() -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m workloads.cli trace gen|stats|import ...``."""
+    """Stand-alone entry: ``python -m continuum_workloads.cli trace gen|stats|import ...``."""
     parser = argparse.ArgumentParser(prog="continuum")
     sub = parser.add_subparsers(dest="command", metavar="{trace}")
     sub.required = True

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workloads.trace import Program, TraceError, Turn
+from continuum_workloads.trace import Program, TraceError, Turn
 
 __all__ = ["MooncakeRow", "FORMATS", "read_mooncake_rows", "import_mooncake", "import_trace"]
 

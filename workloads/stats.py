@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 from pydantic import BaseModel
 
-from workloads.trace import Program
+from continuum_workloads.trace import Program
 
 __all__ = ["Dist", "ToolRow", "TraceStats", "dist", "tail_share", "trace_stats", "format_stats"]
 

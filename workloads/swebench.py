@@ -46,7 +46,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from workloads.trace import Program, Turn
+from continuum_workloads.trace import Program, Turn
 
 __all__ = ["ToolSpec", "TOOLS", "PHASES", "generate_swebench", "iter_swebench", "swebench_program"]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from workloads.trace import Program
+from continuum_workloads.trace import Program
 
 __all__ = ["VOCAB", "TurnPlan", "plan_turn", "synthetic_ids", "scale_program", "fit_program"]
 

@@ -3,7 +3,7 @@
 ``session.litellm_kwargs(...)`` gives ``model="hosted_vllm/<model>"``, ``api_base``, and the same
 ``extra_body`` / ``extra_headers`` as for the openai client. Two turns, the second marked as the last step.
 
-    python -m agents.examples.litellm_client --base-url http://127.0.0.1:8000 --model smollm2-135m
+    python -m continuum_agents.examples.litellm_client --base-url http://127.0.0.1:8000 --model smollm2-135m
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-list d
 import httpx  # noqa: E402
 import litellm  # noqa: E402
 
-from agents import AgentSession  # noqa: E402
+from continuum_agents import AgentSession  # noqa: E402
 
 
 def run(base_url: str, model: str | None = None, max_tokens: int = 48) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def run(base_url: str, model: str | None = None, max_tokens: int = 48) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agents.examples.litellm_client", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.litellm_client", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")
     ap.add_argument("--model", help="default: the server's first model")
     args = ap.parse_args(argv)

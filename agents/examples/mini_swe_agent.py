@@ -1,10 +1,10 @@
 """mini-swe-agent on a Continuum server: its default agent, text-based model and local environment.
 
 The package's own ``mini_textbased.yaml`` configuration (prompts and templates), the model and environment
-of :mod:`agents.mini_swe` (program id per run, ``is_last_step`` on the step-limit call, timed commands),
+of :mod:`continuum_agents.mini_swe` (program id per run, ``is_last_step`` on the step-limit call, timed commands),
 greedy decoding. The agent works in ``--dir``; the run ends the program on the server.
 
-    python -m agents.examples.mini_swe_agent --base-url http://127.0.0.1:8000 --dir /tmp/sandbox \\
+    python -m continuum_agents.examples.mini_swe_agent --base-url http://127.0.0.1:8000 --dir /tmp/sandbox \\
         --task "Create a file hello.txt containing the word hello, then submit."
 """
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from agents.mini_swe import ContinuumEnvironment, ContinuumModel, end_run  # first: quiet imports
+from continuum_agents.mini_swe import ContinuumEnvironment, ContinuumModel, end_run  # first: quiet imports
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
@@ -44,7 +44,7 @@ def run(base_url: str, task: str, folder: str, model: str | None = None, step_li
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agents.examples.mini_swe_agent", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.mini_swe_agent", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")
     ap.add_argument("--model", help="default: the server's first model")
     ap.add_argument("--dir", required=True, help="the folder the agent works in")

@@ -4,7 +4,7 @@ The session gives the client its program id and hints (``session.openai_kwargs``
 ``session_id`` and ``vllm_xargs``, ``extra_headers`` with ``X-Session-ID``); the answers stream, and the
 session ends the program when the agent is done.
 
-    python -m agents.examples.openai_client --base-url http://127.0.0.1:8000 --dir .
+    python -m continuum_agents.examples.openai_client --base-url http://127.0.0.1:8000 --dir .
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from openai import OpenAI
 
-from agents import AgentSession
+from continuum_agents import AgentSession
 
 
 def _stream_text(stream: Any) -> tuple[str, float]:
@@ -52,7 +52,7 @@ def run(base_url: str, model: str | None = None, folder: str = ".", max_tokens: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agents.examples.openai_client", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.openai_client", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")
     ap.add_argument("--model", help="default: the server's first model")
     ap.add_argument("--dir", default=".", help="the folder the agent lists")

@@ -1,7 +1,7 @@
 """The `continuum sim` and `continuum profile` verbs.
 
 ``add_sim_parsers(subparsers)`` adds both to the `continuum` command; ``run_sim(args)`` runs one and returns the
-exit status (2 with a message on stderr for bad input). ``python -m eval.sim.cli sim|profile ...`` runs them
+exit status (2 with a message on stderr for bad input). ``python -m continuum_eval.sim.cli sim|profile ...`` runs them
 without the entry point.
 
     continuum sim --trace FILE --policy P --profile NAME --jps X --out RESULT.json
@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from continuum.argtypes import non_negative_float, positive_float, positive_int
-from continuum.config import ConfigError
-from continuum.policy_flags import add_policy_flags, overrides_from_args
+from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
+from continuum.policy.registry import ConfigError
+from continuum.policy.flags import add_policy_flags, overrides_from_args
 
 __all__ = ["add_sim_parsers", "run_sim", "main"]
 
@@ -98,8 +98,8 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load_programs(args: argparse.Namespace):
-    from eval.replay import fit_program, scale_program
-    from workloads import TraceError, read_trace
+    from continuum_eval.live.replay import fit_program, scale_program
+    from continuum_workloads import TraceError, read_trace
 
     if not args.trace:
         raise _BadInput("--trace is required")
@@ -117,7 +117,7 @@ def _load_programs(args: argparse.Namespace):
 
 
 def _profile(args: argparse.Namespace):
-    from eval.sim.profiles import get_profile
+    from continuum_eval.sim.cost.profiles import get_profile
 
     try:
         prof = get_profile(args.profile)
@@ -132,13 +132,13 @@ def _profile(args: argparse.Namespace):
 
 def _run_sim(args: argparse.Namespace) -> int:
     if args.profile == "list":
-        from eval.sim.profiles import format_listing, listing
+        from continuum_eval.sim.cost.profiles import format_listing, listing
 
         print(format_listing(listing()))
         return 0
     if not args.out:
         raise _BadInput("--out is required")
-    from continuum.policies import is_vllm, resolve
+    from continuum.policy.presets import is_vllm, resolve
 
     overrides = overrides_from_args(args)
     for pol in args.policy:
@@ -154,7 +154,7 @@ def _run_sim(args: argparse.Namespace) -> int:
     _check_scaleout(args)
     prof = _profile(args)
     programs = _load_programs(args)
-    from eval.sim.run import simulate_result
+    from continuum_eval.sim.run import simulate_result
 
     results = []
     for pol in args.policy:
@@ -179,7 +179,7 @@ def _run_sim(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")
     try:
-        from eval.report import format_table
+        from continuum_eval.results.report import format_table
 
         print(format_table(results))
     except ImportError:
@@ -198,7 +198,7 @@ def _check_scaleout(args: argparse.Namespace) -> None:
 
 
 def _run_profile(args: argparse.Namespace) -> int:
-    from eval.sim.profile_cpu import ProfileError, profile_cpu
+    from continuum_eval.sim.fit.profile_cpu import ProfileError, profile_cpu
 
     try:
         path = profile_cpu(model=args.model, out=args.out, block_size=args.block_size, num_blocks=args.num_blocks,
@@ -227,7 +227,7 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.sim.cli")
+    parser = argparse.ArgumentParser(prog="python -m continuum_eval.sim.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     add_sim_parsers(sub)
     return run_sim(parser.parse_args(argv))

@@ -1,8 +1,8 @@
 """One simulated run: programs + policy + profile + load in, the result JSON of DESIGN.md out (mode "sim").
 
-The result has the live replay's keys (`eval.metrics.summarize` builds both) and, because the simulator knows
+The result has the live replay's keys (`continuum_eval.results.metrics.summarize` builds both) and, because the simulator knows
 what each program costs alone, ``slowdown`` (JCT over the program's JCT alone on an idle engine, from
-`eval.sim.isolated`); ``sched_step_ms`` is the wall time of the real ``schedule()`` calls on this machine.
+`continuum_eval.sim.engine.isolated`); ``sched_step_ms`` is the wall time of the real ``schedule()`` calls on this machine.
 ``sim`` holds the run's own facts: profile, steps, simulated and wall seconds, preemptions, peaks.
 """
 
@@ -13,13 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from eval.metrics import percentiles, summarize
-from continuum.policies import is_vllm, resolve
-from eval.sim.engine import Engine
-from workloads.turn_plan import fit_program
-from eval.sim.isolated import isolated_jct
-from eval.sim.profiles import Profile, get_profile
-from workloads import Program, assign_arrivals
+from continuum_eval.results.metrics import percentiles, summarize
+from continuum.policy.presets import is_vllm, resolve
+from continuum_eval.sim.engine.loop import Engine
+from continuum_workloads.turn_plan import fit_program
+from continuum_eval.sim.engine.isolated import isolated_jct
+from continuum_eval.sim.cost.profiles import Profile, get_profile
+from continuum_workloads import Program, assign_arrivals
 
 DEFAULT_PROFILE = "h100-llama-3.1-8b"
 
@@ -42,13 +42,13 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     """Simulate ``programs`` under ``policy`` on ``profile`` at ``jps`` programs/s (seeded Poisson arrivals;
     None keeps the programs' own ``arrival_s``). Returns the result dict.
 
-    ``policy``: a `continuum.policies` preset (``continuum policies`` lists them) or a bench label
+    ``policy``: a `continuum.policy.presets` preset (``continuum policies`` lists them) or a bench label
     (``continuum/MODE``). ``policy_overrides``: component settings (e.g. ``pin_cap``, ``terms``, ``knobs``);
     vLLM's own scheduler ignores them.
     ``engine_out``: if a list, the finished `Engine` is appended to it (tests inspect the scheduler).
-    ``replicas`` > 1: that many engines behind ``router`` (`eval.sim.routing`); ``dp`` > 1: that many
+    ``replicas`` > 1: that many engines behind ``router`` (`continuum_eval.sim.engine.routing`); ``dp`` > 1: that many
     data-parallel ranks, programs kept on a rank with spill (``lockstep``: a step lasts the slowest rank's,
-    `eval.sim.lockstep`). The result then has a ``scaleout`` section.
+    `continuum_eval.sim.engine.lockstep`). The result then has a ``scaleout`` section.
     """
     if not programs:
         raise ValueError("no programs to simulate")
@@ -71,8 +71,8 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
 def _scaleout_result(progs: list[Program], policy: str, prof: Profile, jps: float | None, seed: int,
                      overrides: dict, config: Any, meta: dict | None, progress: bool, replicas: int, router: str,
                      dp: int, lockstep: bool) -> dict[str, Any]:
-    from eval.sim.cluster import ReplicaSim
-    from eval.sim.lockstep import LockstepSim
+    from continuum_eval.sim.engine.cluster import ReplicaSim
+    from continuum_eval.sim.engine.lockstep import LockstepSim
 
     if replicas > 1 and dp > 1:
         raise ValueError("simulate replicas or data-parallel ranks, not both")

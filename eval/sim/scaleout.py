@@ -1,13 +1,13 @@
 """The scale-out report: replicas at proportional load under each router, and balance scheduling in lockstep.
 
-    python -m eval.sim.scaleout replicas --trace swe.jsonl --replicas 1,4,16 --per-replica 200 --jps 1 \\
+    python -m continuum_eval.sim.scaleout replicas --trace swe.jsonl --replicas 1,4,16 --per-replica 200 --jps 1 \\
         --routers round-robin,session,session-load --out runs/scaleout
-    python -m eval.sim.scaleout balance --trace swe.jsonl --dp 4 --max-num-seqs 32 --programs 400 --jps 8 \\
+    python -m continuum_eval.sim.scaleout balance --trace swe.jsonl --dp 4 --max-num-seqs 32 --programs 400 --jps 8 \\
         --out runs/balance
 
 ``replicas``: N replicas serve the first N x ``per-replica`` programs of the trace at N x ``jps`` (each replica
 sees the load one replica sees at ``jps``); the table compares mean / p95 JCT and prefix hit rate with one
-replica serving the same programs at ``jps`` (same programs, so the comparison is not a sample of another set). ``balance``: ``dp`` ranks in lockstep, balance scheduling off and on (`continuum.balance`); the
+replica serving the same programs at ``jps`` (same programs, so the comparison is not a sample of another set). ``balance``: ``dp`` ranks in lockstep, balance scheduling off and on (`continuum.sched.balance`); the
 table compares output throughput, time per output token, TTFT and JCT. Both write ``results.json``,
 ``report.md`` and PNG plots.
 """
@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from continuum.argtypes import positive_float, positive_int
-from eval.report import _pyplot
-from eval.sim.profiles import get_profile
-from eval.sim.run import DEFAULT_PROFILE, simulate_result
-from workloads import read_trace
+from continuum.serve.argtypes import positive_float, positive_int
+from continuum_eval.results.report import _pyplot
+from continuum_eval.sim.cost.profiles import get_profile
+from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
+from continuum_workloads import read_trace
 
 
 def _ints(text: str) -> list[int]:
@@ -154,7 +154,7 @@ def plot_balance(rows: Sequence[dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.sim.scaleout", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.scaleout", description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=("replicas", "balance"))
     p.add_argument("--trace", required=True)
     p.add_argument("--out", required=True, help="output folder")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_balance(programs, args)
         table, plot = balance_table(rows), plot_balance(rows, out / "balance.png")
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    cmd = "python -m eval.sim.scaleout " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m continuum_eval.sim.scaleout " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "report.md").write_text(f"# Scale-out: {args.what} ({args.profile.name}, {args.policy})\n\n`{cmd}`\n\n"
                                    f"{table}\n\n![]({plot.name})\n")
     print(table)

@@ -1,10 +1,10 @@
 """A load sweep in the simulator: every policy at every JPS on one trace and profile, then a report.
 
-    python -m eval.sim.sweep --trace swe.jsonl --profile h100-llama-3.1-8b --jps 0.25,0.5,0.75,1 \\
+    python -m continuum_eval.sim.sweep --trace swe.jsonl --profile h100-llama-3.1-8b --jps 0.25,0.5,0.75,1 \\
         --policies vllm,continuum,fixed,preserve,plas,oracle --out runs/sim-h100
 
 writes ``results.json`` (a list of result dicts), ``report.md`` (the live report's table, ratios and plots
-from `eval.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
+from `continuum_eval.results.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
 policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit rate, preemptions and wall time.
 """
 
@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from continuum.config import ConfigError
-from continuum.policies import PRESETS, is_vllm, resolve
-from continuum.policy_flags import add_policy_flags, overrides_from_args
-from eval.sim.run import DEFAULT_PROFILE, simulate_result
+from continuum.policy.registry import ConfigError
+from continuum.policy.presets import PRESETS, is_vllm, resolve
+from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
 
 ORDER = tuple(PRESETS)
 
@@ -64,7 +64,7 @@ def write_sim_report(results: Sequence[dict[str, Any]], out_dir: Path, title: st
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(list(results), indent=2) + "\n")
     try:
-        from eval.report import write_report
+        from continuum_eval.results.report import write_report
 
         paths = write_report(results, out_dir, title=title, notes=notes, plots=plots)
         report = paths["report"]
@@ -101,9 +101,9 @@ def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profi
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workloads import read_trace
+    from continuum_workloads import read_trace
 
-    p = argparse.ArgumentParser(prog="python -m eval.sim.sweep")
+    p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.sweep")
     p.add_argument("--trace", required=True)
     p.add_argument("--profile", default=DEFAULT_PROFILE)
     p.add_argument("--jps", default="0.25,0.5,0.75,1")

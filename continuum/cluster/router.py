@@ -1,0 +1,66 @@
+"""vLLM's router (PyPI ``vllm-router``, a Rust load balancer) as a child process in front of replicas.
+
+``consistent_hash`` hashes the ``X-Session-ID`` header, which the agent SDK sends on every request, including
+the session endpoints (``GET /v1/sessions/{id}``, ``POST /v1/sessions/{id}/end``): the router forwards any path,
+so a program's turns, its state and its end all reach the replica that holds its KV.
+
+Flags we set, and why:
+
+- ``--cb-failure-threshold 1``: the first failed attempt on a dead replica opens its circuit breaker, the ring
+  drops it and the router's own retry goes to a live replica, so the client sees no error (vllm-router's
+  default, 10, fails a turn or two first);
+- ``--health-check-interval-secs 5``: a replica that comes back rejoins the ring within seconds;
+- ``--prometheus-port``: a free port (its default, 29000, is taken by the second router on a machine).
+
+``--enable-program-scheduling`` turns on the router's own program-level scheduler (admission, TTL pause and
+resume at the router): the peer `continuum bench --router program` compares Continuum against.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from continuum.serve.launch import ServerProcess, free_port
+
+POLICIES = ("consistent_hash", "round_robin", "cache_aware", "power_of_two", "random", "sticky_least_loaded")
+
+
+class RouterError(RuntimeError):
+    """The router is not installed, or did not start."""
+
+
+def router_available() -> bool:
+    try:
+        import vllm_router  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class RouterProcess(ServerProcess):
+    """``vllm-router`` over ``worker_urls``; a context manager that waits until the router answers."""
+
+    def __init__(self, worker_urls: Sequence[str], port: int | None = None, host: str = "127.0.0.1",
+                 policy: str = "consistent_hash", program_scheduling: bool = False, extra: Sequence[str] = (),
+                 log_path: str | Path | None = None, startup_timeout_s: float = 120.0) -> None:
+        if not router_available():
+            raise RouterError("vllm-router is not installed (pip install 'vllm-router==0.1.17')")
+        super().__init__("router", port=port, log_path=log_path, startup_timeout_s=startup_timeout_s)
+        self.worker_urls = list(worker_urls)
+        self.base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.port}"
+        self.cmd = [sys.executable, "-m", "vllm_router.launch_router", "--host", host, "--port", str(self.port),
+                    "--worker-urls", *self.worker_urls, "--policy", policy,
+                    "--prometheus-port", str(free_port()), "--cb-failure-threshold", "1",
+                    "--health-check-interval-secs", "5", "--worker-startup-timeout-secs", str(int(startup_timeout_s))]
+        if program_scheduling:
+            self.cmd.append("--enable-program-scheduling")
+        self.cmd += list(extra)
+
+    def start(self) -> "RouterProcess":
+        try:
+            super().start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise RouterError(f"vllm-router did not start: {exc}") from None
+        return self

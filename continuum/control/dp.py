@@ -1,0 +1,100 @@
+"""Data-parallel ranks: one Continuum scheduler per rank, one control channel that reaches them all.
+
+With ``--data-parallel-size N`` vLLM runs N engine-core processes, each with its own scheduler (and so its own
+programs, pins and predictor). Each rank binds the control channel at its own address (`rank_address`), and the
+HTTP layer talks to all of them through `DPControlClient`, which has the same ``call(op, ...)`` as
+`continuum.control.channel.ControlClient`:
+
+- ``stats``: asked of every rank and merged (`merge_stats`): programs listed with their ``rank``, counters
+  summed, per-rank views under ``ranks``;
+- session ops (``session``, ``end``, ``tool``, ``delivered``): sent to every rank; the rank that knows the
+  program answers (a program lives on one rank: `continuum.http.dp_affinity` keeps it there), the others say 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from continuum.control.channel import ControlClient
+
+
+def dp_rank_and_size(sched: Any) -> tuple[int, int]:
+    """(rank, size) of the data-parallel group a scheduler runs in ((0, 1) without one).
+
+    vLLM runs the ranks of a dense model as independent engines (their ``data_parallel_size`` is reset to 1;
+    ``data_parallel_index`` keeps the rank), so the size comes from `continuum serve` (``dp_size``) as well."""
+    pc = getattr(getattr(sched, "vllm_config", None), "parallel_config", None)
+    cfg_size = getattr(getattr(sched, "continuum", None), "dp_size", 1)
+    if pc is None:
+        return 0, cfg_size
+    rank = getattr(pc, "data_parallel_index", None)
+    rank = pc.data_parallel_rank if rank is None else rank
+    return int(rank or 0), max(int(pc.data_parallel_size or 1), int(cfg_size or 1))
+
+
+def rank_address(base: str, rank: int, size: int) -> str:
+    """The control address of one rank: the server's own address without data parallelism."""
+    return base if size <= 1 or not base else f"{base}-dp{rank}"
+
+
+def _sum_numbers(dicts: list[dict]) -> dict:
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for k, v in d.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def merge_stats(per_rank: list[dict]) -> dict:
+    """One `/continuum/stats` view of every rank's stats (rank order)."""
+    merged = dict(per_rank[0])
+    merged["programs"] = [{**p, "rank": r} for r, s in enumerate(per_rank) for p in s.get("programs", [])]
+    merged["num_programs"] = sum(s.get("num_programs", 0) for s in per_rank)
+    merged["pins"] = _sum_numbers([s.get("pins", {}) for s in per_rank])
+    kv = _sum_numbers([s.get("kv", {}) for s in per_rank])
+    kv["usage"] = sum(s.get("kv", {}).get("usage", 0.0) for s in per_rank) / len(per_rank)
+    merged["kv"] = kv
+    merged["preempted_for_waiting"] = sum(s.get("preempted_for_waiting", 0) for s in per_rank)
+    steps = [s.get("sched_step_ms", {}) for s in per_rank]
+    merged["sched_step_ms"] = {"mean": sum(x.get("mean", 0.0) for x in steps) / len(steps),
+                               "p99": max(x.get("p99", 0.0) for x in steps)}
+    merged["data_parallel_size"] = len(per_rank)
+    merged["ranks"] = [{k: v for k, v in s.items() if k != "programs"} for s in per_rank]
+    return merged
+
+
+class DPControlClient:
+    """The control channel of every rank, behind the single-rank client's ``call``."""
+
+    def __init__(self, base: str, size: int, timeout_s: float = 5.0) -> None:
+        self.address = base
+        self.size = size
+        self.clients = [ControlClient(rank_address(base, r, size), timeout_s) for r in range(size)]
+
+    async def _all(self, op: str, **fields: Any) -> list[dict | BaseException]:
+        return await asyncio.gather(*(c.call(op, **fields) for c in self.clients), return_exceptions=True)
+
+    async def call(self, op: str, **fields: Any) -> dict:
+        replies = await self._all(op, **fields)
+        answered = [(r, rep) for r, rep in enumerate(replies) if isinstance(rep, dict)]
+        if not answered:
+            raise TimeoutError(f"no data-parallel rank answered control op {op!r} in time")
+        if op == "stats":
+            if len(answered) < self.size:
+                missing = sorted(set(range(self.size)) - {r for r, _ in answered})
+                return {"ok": False, "status": 503, "error": f"ranks {missing} did not answer"}
+            return {"ok": True, "stats": merge_stats([rep["stats"] for _, rep in answered])}
+        for rank, rep in answered:
+            if rep.get("ok"):
+                if isinstance(rep.get("session"), dict):
+                    rep["session"]["rank"] = rank
+                return rep
+        not_found = [rep for _, rep in answered if rep.get("status") == 404]
+        return not_found[0] if len(not_found) == len(answered) else answered[0][1]
+
+
+def control_client(address: str, size: int, timeout_s: float = 5.0) -> ControlClient | DPControlClient:
+    """The HTTP layer's control client: one rank's, or all ranks' behind one ``call``."""
+    return DPControlClient(address, size, timeout_s) if size > 1 else ControlClient(address, timeout_s)

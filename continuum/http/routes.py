@@ -1,0 +1,121 @@
+"""Continuum's endpoints, a FastAPI router on vLLM's app: session state and end, and the scheduler's stats.
+
+Served by vLLM's app, the ``/v1/sessions`` routes sit behind vLLM's own authentication like the rest of ``/v1``;
+``/continuum/stats`` is outside the prefixes vLLM guards, so it asks for the same key itself. With keys, a caller
+only ever names their own tenant's sessions (`continuum.tenancy`): another tenant's session is a 404, and stats
+list the caller's own sessions (an admin key sees all of them, qualified by tenant).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
+
+from continuum.tenancy import Caller, split
+from continuum.http.validation import BadRequest, check_session_id
+
+
+class SessionIdPath(Convertor):
+    """A session id in a path, decoded: anything, even "/" or a newline, so that a bad id reaches the check
+    (400 naming it) rather than missing the route."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("session_id", SessionIdPath())
+router = APIRouter()
+# What a tenant's stats keep besides their own programs: aggregates that name no other tenant's session or tool.
+TENANT_STATS = ("config", "pins", "kv", "sched_step_ms")
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict:
+    kind = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowed"}.get(status,
+                                                                                       "ServiceUnavailableError")
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param), status_code=status)
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse({"error": "Unauthorized"}, status_code=401)  # vLLM's own answer for /v1
+
+
+async def _ask(request: Request, op: str, **fields: Any) -> dict | JSONResponse:
+    control = request.app.state.continuum.control
+    if control is None:
+        return error(503, "the Continuum scheduler is not loaded")
+    try:
+        return await control.call(op, **fields)
+    except TimeoutError as exc:
+        return error(503, str(exc))
+
+
+async def _session_op(request: Request, op: str, session_id: str) -> JSONResponse:
+    who = request.app.state.continuum.keys.caller(request.headers)
+    if who is None:
+        return _unauthorized()
+    try:
+        check_session_id(session_id, "session_id")
+    except BadRequest as exc:
+        return error(400, str(exc), exc.param)
+    reply = await _ask(request, op, id=who.program_for(session_id))
+    if isinstance(reply, JSONResponse):
+        return reply
+    if not reply.get("ok"):  # unknown here, or another tenant's: the same answer
+        return error(int(reply.get("status", 404)), f"unknown session {session_id!r}", "session_id")
+    return JSONResponse(shown_state(who, reply["session"]))
+
+
+@router.get("/v1/sessions/{session_id:session_id}")
+async def session_state(session_id: str, request: Request) -> JSONResponse:
+    """Pinned blocks, TTL, expiry and turns of one of the caller's sessions."""
+    return await _session_op(request, "session", session_id)
+
+
+@router.post("/v1/sessions/{session_id:session_id}/end")
+async def end_session(session_id: str, request: Request) -> JSONResponse:
+    """End one of the caller's sessions now: its pin is released."""
+    return await _session_op(request, "end", session_id)
+
+
+@router.get("/continuum/stats")
+async def stats(request: Request) -> JSONResponse:
+    """The scheduler's programs, pins, KV pool and predictor (a tenant sees their own programs)."""
+    who = request.app.state.continuum.keys.caller(request.headers)
+    if who is None:
+        return _unauthorized()
+    reply = await _ask(request, "stats")
+    if isinstance(reply, JSONResponse):
+        return reply
+    if not reply.get("ok"):  # e.g. a data-parallel rank that did not answer
+        return error(int(reply.get("status", 503)), reply.get("error", "the scheduler gave no stats"))
+    return JSONResponse(stats_for(who, reply["stats"]))
+
+
+def shown_state(who: Caller, state: dict) -> dict:
+    state = dict(state)
+    if "id" in state:
+        tenant = split(state["id"])[0]
+        state["id"] = who.shown_id(state["id"])
+        if who.admin and tenant is not None:
+            state["tenant"] = tenant
+    return state
+
+
+def stats_for(who: Caller, stats: dict) -> dict:
+    """All of it without keys or for an admin; otherwise the caller's programs and the aggregates."""
+    programs = [shown_state(who, p) for p in stats.get("programs", []) if who.owns(p.get("id", ""))]
+    if who.tenant is not None and not who.admin:
+        stats = {k: v for k, v in stats.items() if k in TENANT_STATS}
+    return {**stats, "programs": programs, "num_programs": len(programs)}

@@ -1,0 +1,91 @@
+"""What the HTTP layer tells the scheduler about one turn of a program while its answer goes out.
+
+- the tool the answer calls (OpenAI ``tool_calls`` or a fenced bash block, `continuum.http.tool_names`), when the
+  client gave no hint: the pin's TTL is re-decided for that tool;
+- how many streamed events the client has taken (only with the ``backpressure`` priority term): every
+  `REPORT_EVERY` events and at the end. Each ``send`` returns only once the transport took the bytes, so a
+  client that stops reading stalls the count, and the scheduler holds back its stream. Reports go out in the
+  background, one at a time: the stream never waits for the engine;
+- that the client went away before the answer was complete: vLLM aborts the turn, and the scheduler must not
+  pin what nobody will come back for. The engine is told before vLLM learns of the disconnect (it learns it from
+  the same ``receive``), so the mark is there when vLLM's abort arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from continuum.control.channel import ControlClient
+from continuum.http.tool_names import ResponseToolReader
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+REPORT_EVERY = 16
+
+
+def sse_events(chunk: bytes) -> int:
+    """Data events in a chunk of an SSE stream, not counting the final ``[DONE]``."""
+    return chunk.count(b"data:") - chunk.count(b"data: [DONE]")
+
+
+class TurnWatch:
+    def __init__(self, control: ControlClient, program: str, read_tool: bool, count_events: bool) -> None:
+        self.control = control
+        self.program = program
+        self.reader = ResponseToolReader() if read_tool else None
+        self.count_events = count_events
+        self.events = 0
+        self.reported = 0
+        self.report: asyncio.Task | None = None  # the delivery report in flight
+        self.done = False  # the whole answer was handed to the transport
+        self.gone = False
+
+    def wrap_send(self, send: Send) -> Send:
+        async def _send(message: dict) -> None:
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            # Done before the last send: the server reports a disconnect as soon as the response is complete,
+            # and that report may run before this send returns.
+            self.done = self.done or last
+            try:
+                await send(message)
+            except Exception:  # the transport refused: the client is gone
+                await self._client_gone()
+                raise
+            if message["type"] == "http.response.body":
+                await self._sent(message.get("body", b""), last)
+
+        return _send
+
+    def wrap_receive(self, receive: Receive) -> Receive:
+        async def _receive() -> dict:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not self.done:
+                await self._client_gone()
+            return message
+
+        return _receive
+
+    async def _sent(self, body: bytes, last: bool) -> None:
+        if self.reader is not None:
+            self.reader.feed(body)
+        if self.count_events:
+            self.events += sse_events(body)
+            due = self.events - self.reported >= REPORT_EVERY or (last and self.events > self.reported)
+            if due and (self.report is None or self.report.done()):  # else the next report says more
+                self.reported = self.events
+                self.report = asyncio.create_task(self._tell("delivered", tokens=self.events))
+        if last:
+            if self.reader is not None and (tool := self.reader.tool()):
+                await self._tell("tool", tool=tool)
+
+    async def _client_gone(self) -> None:
+        if not self.gone and not self.done:  # after a complete answer, the turn finished: nothing to say
+            self.gone = True
+            await self._tell("disconnect")
+
+    async def _tell(self, op: str, **fields: object) -> None:
+        try:
+            await self.control.call(op, id=self.program, **fields)
+        except TimeoutError:
+            pass  # advice only: the scheduler's own decision stands

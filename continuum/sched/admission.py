@@ -1,0 +1,145 @@
+"""Program admission: when a new program may start.
+
+``open``: every program starts at once, as in vLLM.
+
+``memory``: a program's first turn waits at the door until the KV pool can hold the working sets of the
+programs already admitted plus its own. A program's working set is its context now (the prompt and output of
+the turn in flight, or the context its last turn left) plus the context it is predicted to add over the next
+``horizon`` turns (`kvttl.ProgramWork`, or the true future for the clairvoyant). Pinned or not, a program in a
+tool call counts: it is coming back for that context, and serving it without its KV is the thrash admission
+exists to prevent. Everything is in blocks of this pool, so the limit follows the model, the GPU and the trace.
+
+Waiting at the door means sorting last in the waiting queue (`continuum.sched.ordering`), never being refused: the
+wait counts in the program's JCT. The door opens in the waiting queue's own order (shortest predicted remaining
+work with aging, under the ``srpt`` ordering), strictly: a program that does not fit stops the ones behind it,
+so the aging that moves it forward is enough to bound every wait. With no program admitted, the head is admitted
+whatever its size, so a program larger than the pool still runs (alone). Requests without a program are never
+held.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from vllm.v1.request import Request
+
+from continuum.policy.config import ContinuumConfig
+from continuum.sched.programs import Program
+
+
+class OpenAdmission:
+    enabled = False
+
+    def __init__(self, cfg: ContinuumConfig, sched: Any) -> None:
+        self.sched = sched
+
+    def held(self, request: Request) -> int:
+        return 0
+
+    def arrive(self, request: Request, prog: Program) -> None:
+        """A program's turn arrived (its first: ``prog.turns == 1``)."""
+
+    def end(self, prog: Program) -> None:
+        """A program ended."""
+
+    def reserves(self, prog: Program) -> bool:
+        """Whether the program's working set is set aside in the admission budget."""
+        return False
+
+    def step(self) -> None:
+        """Before each step: admit what may start now."""
+
+    def state(self) -> dict:
+        return {"mode": "open"}
+
+
+class MemoryAdmission(OpenAdmission):
+    enabled = True
+
+    def __init__(self, cfg: ContinuumConfig, sched: Any) -> None:
+        super().__init__(cfg, sched)
+        self.horizon = cfg.knob("memory.horizon")
+        self.door: dict[str, Request] = {}  # program id -> its first turn, waiting to be admitted
+        self.active: dict[str, Program] = {}  # admitted programs that have not ended
+        self.pending = False  # something changed since the door was last looked at
+        self.admitted = 0
+        self.held_total = 0
+        self.wait_s_total = 0.0
+
+    def held(self, request: Request) -> int:
+        prog = self.sched.program_of(request)
+        return 0 if prog is None or prog.admitted else 1
+
+    def arrive(self, request: Request, prog: Program) -> None:
+        if prog.turns > 1 or not prog.admitted and prog.program_id in self.door:
+            return
+        if self.sched.classes.is_ls(request) or \
+                not self.door and (not self.active or self.working_set(prog) <= self.free()):
+            self._admit(prog)  # latency-sensitive, or room and nobody queued ahead of it: straight in
+            return
+        prog.admitted = False
+        self.door[prog.program_id] = request
+        self.held_total += 1
+        self.pending = True
+
+    def reserves(self, prog: Program) -> bool:
+        return prog.program_id in self.active
+
+    def end(self, prog: Program) -> None:
+        if self.active.pop(prog.program_id, None) is not None or self.door.pop(prog.program_id, None) is not None:
+            self.pending = True
+
+    def step(self) -> None:
+        if not self.door or not (self.pending or self.sched.clock() >= self.sched.next_resort):
+            return
+        self.pending = False
+        free = self.free()
+        key = self.sched.waiting.key
+        for request in sorted(self.door.values(), key=key):
+            prog = self.sched.program_of(request)
+            if prog is None or prog.ended or request.is_finished():
+                self.door.pop(request.session_id, None)
+                continue
+            need = self.working_set(prog)
+            if self.active and need > free:
+                break  # strictly in order: aging brings the head forward, backfilling could starve it
+            free -= need
+            del self.door[prog.program_id]
+            self.wait_s_total += max(0.0, self.sched.clock() - prog.first_arrival)
+            self._admit(prog)
+        self.sched.waiting.dirty = True
+
+    def _admit(self, prog: Program) -> None:
+        prog.admitted = True
+        self.active[prog.program_id] = prog
+        self.admitted += 1
+
+    # -- working sets, in blocks --------------------------------------------------------------------------
+    def capacity(self) -> int:
+        return self.sched.kv_cache_manager.block_pool.num_gpu_blocks - 1
+
+    def free(self) -> int:
+        return self.capacity() - sum(self.working_set(p) for p in self.active.values())
+
+    def working_set(self, prog: Program) -> int:
+        return self._blocks(prog.context_tokens + self.growth(prog))
+
+    def growth(self, prog: Program) -> float:
+        """Context the program is predicted to add over the next ``horizon`` turns."""
+        pred = prog.prediction
+        if pred is None or pred.turns <= 0:
+            return 0.0
+        return pred.growth_tokens * min(1.0, self.horizon / pred.turns)
+
+    def _blocks(self, tokens: float) -> int:
+        return math.ceil(max(0.0, tokens) / self.sched.block_size)
+
+    def state(self) -> dict:
+        return {"mode": "memory", "active": len(self.active), "at_door": len(self.door), "admitted": self.admitted,
+                "held": self.held_total, "door_wait_s_mean": self.wait_s_total / max(1, self.held_total),
+                "capacity_blocks": self.capacity(), "free_blocks_by_working_sets": self.free()}
+
+
+def make_admission(cfg: ContinuumConfig, sched: Any) -> OpenAdmission:
+    return {"open": OpenAdmission, "memory": MemoryAdmission}[cfg.admission](cfg, sched)

@@ -1,0 +1,430 @@
+"""The Continuum scheduler: vLLM's v1 `Scheduler` with agent programs as the unit of scheduling.
+
+vLLM loads it through ``--scheduler-cls continuum.sched.scheduler.make_scheduler``. The factory picks the
+synchronous or asynchronous base, whichever vLLM's config asks for; the behaviour lives in one mixin that
+overrides a few seams and never copies ``schedule()``:
+
+- ``add_request``: the program's turn arrives (tool-duration sample, class, priority for preemption);
+- ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed;
+- ``schedule``: expire pins, admit programs, order the waiting queue, make room for urgent work, then vLLM's
+  own step; afterwards release the pins of admitted turns;
+- ``kv_cache_manager.allocate_slots``: when an allocation fails, pins give way before vLLM preempts or stalls.
+
+What each policy does at these seams is a component (`continuum.policy.presets` lists them); the control channel's
+messages and the stats are answered by `continuum.control.engine_side`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+from vllm.logger import init_logger
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.request_queue import SchedulingPolicy
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request, RequestStatus
+
+from continuum.sched.admission import make_admission
+from continuum.sched.balance import make_balance
+from continuum.sched.classes import Classes
+from continuum.policy.config import ContinuumConfig
+from continuum.policy.presets import resolve
+from continuum.control.channel import ControlServer
+from continuum.control.dp import dp_rank_and_size, rank_address
+from continuum.control.engine_side import EngineControl, stopped_by_string
+from continuum.sched.pins import KVPins, pinnable_blocks
+from continuum.sched.ordering import ProgramQueue, compose_key
+from continuum.sched.phases import PHASE_TERMS, PhaseSwitch
+from continuum.sched.preemption import Preemption
+from continuum.sched.priority import Levels
+from continuum.sched.programs import Program, ProgramRegistry
+from kvttl import Prediction, ProgramWork, ReloadCostModel, TTLPolicy, oracle_prediction
+
+logger = init_logger(__name__)
+ORACLE_SLACK_S = 0.05  # the oracle pins a little past the true return time: the turn still has to be admitted
+NO_PROGRAM = 1 << 62  # a request without a program is its own, latest, program
+# Time-dependent keys (aging, SJF's queue ramp, class promotion, attained service) are refreshed this often;
+# their values move in steps of seconds, so a quarter second keeps the order right at a fraction of the cost.
+RESORT_EVERY_S = 0.25
+
+
+def program_id_of(request: Request) -> str | None:
+    """The program a request belongs to: vLLM's ``session_id`` (body field, header or xargs)."""
+    return request.session_id or None
+
+
+def hints_of(request: Request) -> dict[str, Any]:
+    """Continuum's client hints (``is_last_step``, ``tool``, ``tool_s``, ``class``) from ``vllm_xargs``."""
+    params = request.sampling_params
+    return dict(params.extra_args or {}) if params is not None else {}
+
+
+class ContinuumMixin:
+    """Programs, pins, policy components and the control channel, shared by the sync and async schedulers."""
+
+    def __init__(self, *args: Any, continuum_config: ContinuumConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # vLLM builds us with a fixed signature, so `continuum serve` passes settings in the environment;
+        # the simulator and tests pass them directly.
+        cfg = self.continuum = continuum_config or ContinuumConfig.from_env()
+        self.clock = time.time  # the simulator swaps in its virtual clock
+        self.programs = ProgramRegistry()
+        # The control thread and the engine thread both touch scheduler state; one lock serialises them.
+        self.lock = threading.RLock()
+        reload = ReloadCostModel(*cfg.reload_cost) if cfg.reload_cost else None
+        self.ttl = TTLPolicy("model" if cfg.ttl_mode == "oracle" else cfg.ttl_mode, fixed_ttl_s=cfg.fixed_ttl_s,
+                             reload_model=reload)
+        pool = self.kv_cache_manager.block_pool
+        self.pinning = cfg.ttl_mode != "off" and self.cache_config.enable_prefix_caching
+        self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)), on_change=self._pin_changed,
+                           tenant_share=cfg.tenant_pin_cap)
+        self.gone: set[str] = set()  # request ids whose client went away (the HTTP layer says so)
+        self.miss_waits: dict[str, float] = {}  # request id -> arrival, for turns that lost their KV
+        self.served: dict[str, int] = {}  # request id -> tokens scheduled so far, kept across preemption
+        self.delivered: dict[str, int] = {}  # request id -> streamed tokens its client has read
+        self.step_times: list[float] = []
+        self.next_idle_check = 0.0
+        self.next_resort = 0.0
+        self.phases = PhaseSwitch(cfg, lambda: self.clock())
+        self.levels = Levels(cfg, self, cfg.terms + (PHASE_TERMS if self.phases.enabled else []))
+        self.levels.set_active(cfg.terms)
+        self.classes = Classes(cfg, self)
+        self.work = ProgramWork(self.ttl.remaining)  # predicted remaining work (admission, srpt order)
+        self.admission = make_admission(cfg, self)
+        # Preemption picks max(priority, arrival): we set priority (see `_priority`).
+        self.policy = SchedulingPolicy.PRIORITY
+        self.rich_priority = self.classes.enabled or bool(self.levels.all)
+        self.preemption = Preemption(self, enabled=self.rich_priority)
+        self.track_service = cfg.ordering == "plas" or bool(self.levels.all)
+        self.waiting = ProgramQueue(compose_key(self, cfg.ordering))
+        self._allocate_slots = self.kv_cache_manager.allocate_slots
+        self.kv_cache_manager.allocate_slots = self._allocate_or_release_pins
+        self.control = ControlServer(rank_address(cfg.control_addr, *dp_rank_and_size(self)),
+                                     EngineControl(self).handle) if cfg.control_addr else None
+        # Data-parallel ranks in lockstep: hold admissions together (`continuum.sched.balance`; off by default).
+        self.balance = make_balance(cfg, self)
+
+    # -- what the components ask -----------------------------------------------------------------------------
+    def program_of(self, request: Request) -> Program | None:
+        pid = program_id_of(request)
+        return self.programs.get(pid) if pid is not None else None
+
+    def is_pinned(self, request: Request) -> bool:
+        pid = program_id_of(request)
+        return pid is not None and pid in self.pins
+
+    def program_order(self, request: Request) -> float:
+        prog = self.program_of(request)
+        return prog.order if prog is not None else math.inf
+
+    def attained_service(self, request: Request) -> int:
+        prog = self.program_of(request)
+        return prog.attained_tokens if prog is not None else 0
+
+    def cached_tokens(self, request: Request) -> int:
+        """Prompt tokens the prefix cache holds for ``request`` now (a lookup without side effects)."""
+        if not self.cache_config.enable_prefix_caching or not request.block_hashes:
+            return 0
+        return self.kv_cache_manager.coordinator.find_longest_cache_hit(request.block_hashes,
+                                                                        request.num_tokens - 1)[1]
+
+    def cached_fraction(self, request: Request) -> float:
+        return self.cached_tokens(request) / max(1, request.num_tokens)
+
+    def urgency(self, request: Request) -> tuple:
+        """(class, level) of a request: what priority preemption compares."""
+        return (self.classes.rank(request), self.levels.level(request))
+
+    def _priority(self, request: Request, prog: Program | None, last_step: bool) -> Any:
+        """vLLM preempts the running request with the highest priority: the latest-arriving program's, unless
+        components rank requests (then class and level first); a program's last step is protected."""
+        order = prog.order if prog is not None else NO_PROGRAM
+        if not self.rich_priority:
+            return -1 if last_step else order
+        return (-1 if last_step else 0, *self.urgency(request), order)
+
+    # -- vLLM seams -----------------------------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        with self.lock:
+            pid = program_id_of(request)
+            hints = hints_of(request)
+            self.classes.arrive(request, hints, request.priority)  # the client's OpenAI priority, before ours
+            prog = self._arrive(pid, request, hints) if pid is not None else None
+            self.levels.arrive(request)
+            if self.phases.enabled:
+                self.phases.arrivals.add(self.clock())
+            request.priority = self._priority(request, prog, bool(hints.get("is_last_step")))
+            super().add_request(request)
+
+    def _arrive(self, pid: str, request: Request, hints: dict) -> Program:
+        now = self.clock()
+        prog = self.programs.arrive(pid, now)
+        prog.running.add(request.request_id)
+        if prog.last_finish is not None:  # a returning turn: the gap was the tool call
+            self.ttl.observe_tool(prog.last_tool, max(0.0, now - prog.last_finish))
+            if pid not in self.pins:
+                self.miss_waits[request.request_id] = now
+        if prog.turns > 1:
+            self.work.observe_gap(now - prog.last_arrival)
+            prog.progress.seconds = now - prog.first_arrival
+        prog.last_arrival = now
+        prog.context_tokens = request.num_prompt_tokens + self.work.expected_output(request.max_tokens or 0)
+        prog.prediction = self._predict(prog, hints, finished=False)
+        self.admission.arrive(request, prog)
+        return prog
+
+    def _predict(self, prog: Program, hints: dict, finished: bool) -> Prediction:
+        """The program's remaining work: from the model, or from the true future the client tells (oracle)."""
+        future = hints.get("future") if self.continuum.work == "oracle" else None
+        if not isinstance(future, dict):
+            return self.work.predict(prog.progress)
+        done = 1 if finished else 0
+        latency = self.work.turn_latency.value(0.0)
+        return oracle_prediction(int(future.get("turns_left", 1)) - done, float(future.get("tool_s_left", 0.0)),
+                                 int(future.get("growth_left", 0)) - done * int(future.get("output", 0)), latency)
+
+    def schedule(self, *args: Any, **kwargs: Any):
+        with self.lock:
+            t0 = time.perf_counter()
+            self.pins.expire(self.clock())
+            self._end_idle_programs()
+            self.admission.step()
+            self._prepare_order()
+            self.preemption.make_room()
+            with self.balance.gate():
+                out = super().schedule(*args, **kwargs)
+            self._after_admission(out)
+            self.step_times.append(time.perf_counter() - t0)
+            if len(self.step_times) > 4096:
+                del self.step_times[:2048]
+            return out
+
+    def _prepare_order(self) -> None:
+        """Re-sort the waiting queue when a key may have changed: at once when a program's state changed (the
+        queue is dirty), every RESORT_EVERY_S while a time-dependent component is active. Then refresh the
+        running requests' priorities (preemption victims) and hold back lagging streams (backpressure)."""
+        now = self.clock()
+        active = self.phases.update(len(self.waiting))
+        if active is not None and self.levels.active_names != active:
+            self.levels.set_active(active)
+            self.waiting.dirty = True
+        timed = self.levels.dynamic or self.classes.enabled or self.continuum.ordering == "plas"
+        due = now >= self.next_resort
+        if self.waiting.dirty or (timed and due):
+            self.waiting.resort()
+        if due:
+            self.next_resort = now + RESORT_EVERY_S
+            if self.rich_priority:  # service received moves running requests' levels (demotion, LAS)
+                for request in self.running:
+                    request.priority = self._priority(request, self.program_of(request),
+                                                      bool(hints_of(request).get("is_last_step")))
+        if (bp := self.levels.backpressure()) is not None:
+            for request in self.running:
+                if bp.lagging(request):  # out of the next decode step: its unread backlog stops growing
+                    request.next_decode_eligible_step = max(request.next_decode_eligible_step,
+                                                            self.current_step + 2)
+
+    def _after_admission(self, out: Any) -> None:
+        """Newly admitted turns have taken their prefix hits: their program's pin has done its job."""
+        now = self.clock()
+        for new in out.scheduled_new_reqs:
+            request = self.requests.get(new.req_id)
+            if request is None:
+                continue
+            pid = program_id_of(request)
+            if pid is not None and pid in self.pins:
+                self.pins.release(pid, "hit")
+            arrived = self.miss_waits.pop(new.req_id, None)
+            if arrived is not None:
+                self.ttl.observe_miss_delay(max(0.0, now - arrived))
+            if (prog := self.programs.get(pid)) is not None:
+                prog.cached_tokens += new.num_computed_tokens
+        if self.track_service:
+            for req_id, n in out.num_scheduled_tokens.items():
+                self.served[req_id] = self.served.get(req_id, 0) + n
+                request = self.requests.get(req_id)
+                if request is not None and (prog := self.program_of(request)) is not None:
+                    prog.attained_tokens += n
+
+    def _allocate_or_release_pins(self, request: Request, *args: Any, **kwargs: Any):
+        """vLLM's allocation; on failure, release pins (least valuable first) and retry before giving up."""
+        while True:
+            blocks = self._allocate_slots(request, *args, **kwargs)
+            if blocks is not None:
+                return blocks
+            own = program_id_of(request)
+            if not self.pins.relieve_pressure(exclude=[own] if own else []):
+                return None
+
+    def _free_request_blocks(self, request: Request) -> None:
+        if request.is_finished() and self.pinning:
+            self._pin_finished_turn(request)
+        super()._free_request_blocks(request)
+
+    def _pin_finished_turn(self, request: Request) -> None:
+        prog = self.program_of(request)
+        client_gone = request.request_id in self.gone
+        self.gone.discard(request.request_id)
+        if prog is None or prog.ended:
+            return
+        if request.status == RequestStatus.FINISHED_ABORTED and not stopped_by_string(request, client_gone):
+            self.pins.release(prog.program_id, "abort")  # the client gave up on this turn: it is not coming back
+            return
+        hints = hints_of(request)
+        block_ids = self.kv_cache_manager.get_block_ids(request.request_id)[0]
+        blocks = pinnable_blocks(request, block_ids, self.kv_cache_manager.block_pool)
+        prog.last_tool = hints.get("tool") if isinstance(hints.get("tool"), str) else None
+        ttl_s, benefit = self._decide(prog, request.num_tokens, hints)
+        if blocks and ttl_s > 0:
+            self.pins.pin(prog.program_id, blocks, self.clock(), ttl_s, benefit, prog.order)
+
+    def _decide(self, prog: Program, context_tokens: int, hints: dict) -> tuple[float, float]:
+        last = bool(hints.get("is_last_step"))
+        if self.continuum.ttl_mode == "oracle":
+            tool_s = hints.get("tool_s")
+            if last or not isinstance(tool_s, (int, float)):
+                return 0.0, 0.0
+            return float(tool_s) + ORACLE_SLACK_S, self.ttl.reload_model.seconds(context_tokens)
+        if self.continuum.ttl_mode == "model" and self.admission.reserves(prog) and not last:
+            # The rule weighs what a pin saves against the memory it holds meanwhile. Admission has already set
+            # this program's working set aside, so holding it costs the others nothing: keep it until return.
+            return math.inf, self.ttl.reload_model.seconds(context_tokens)
+        decision = self.ttl.decide(prog.last_tool, context_tokens, prog.finished_turns + 1, last_step=last)
+        return decision.ttl_s, decision.benefit_s
+
+    def _free_request(self, request: Request, delay_free_blocks: bool = False):
+        prog = self.program_of(request)
+        rid = request.request_id
+        self.miss_waits.pop(rid, None)
+        self.served.pop(rid, None)
+        self.delivered.pop(rid, None)
+        self.classes.forget(rid)
+        self.levels.forget(rid)
+        if self.phases.enabled:
+            self.phases.completions.add(self.clock())
+        if prog is not None:
+            prog.running.discard(rid)  # before the pin is taken: no request of it waits any more
+        result = super()._free_request(request, delay_free_blocks)
+        if prog is not None:
+            self._turn_finished(prog, request)
+        return result
+
+    def _turn_finished(self, prog: Program, request: Request) -> None:
+        hints = hints_of(request)
+        now = self.clock()
+        # A first turn's context is the task itself, not growth; later turns add tool output and answers.
+        growth = request.num_tokens - prog.last_context_tokens if prog.finished_turns > 0 else None
+        self.work.observe_turn(now - request.arrival_time, growth, request.num_output_tokens)
+        prog.progress.turns += 1
+        prog.progress.growth_tokens += max(0, growth or 0)
+        prog.finished_turns += 1
+        prog.last_finish = now
+        prog.last_context_tokens = prog.context_tokens = request.num_tokens
+        prog.prediction = self._predict(prog, hints, finished=True)
+        if hints.get("is_last_step"):
+            self._end(prog)
+
+    def update_from_output(self, *args: Any, **kwargs: Any):
+        with self.lock:
+            out = super().update_from_output(*args, **kwargs)
+            self.balance.publish()  # finished turns left the running queue: peers see it before our next step
+            return out
+
+    def finish_requests(self, *args: Any, **kwargs: Any):
+        with self.lock:
+            return super().finish_requests(*args, **kwargs)
+
+    def reset_prefix_cache(self, *args: Any, **kwargs: Any) -> bool:
+        with self.lock:
+            self.pins.clear("reset")
+            return super().reset_prefix_cache(*args, **kwargs)
+
+    def shutdown(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        self.balance.close()
+        super().shutdown()
+
+    # -- programs -----------------------------------------------------------------------------------------
+    def _pin_changed(self, program_id: str) -> None:
+        """A pin came or went: only a request of that program already waiting can have a stale key."""
+        prog = self.programs.get(program_id)
+        if prog is not None and prog.running:
+            self.waiting.dirty = True
+
+    def _end(self, prog: Program) -> None:
+        self.pins.release(prog.program_id, "end")
+        self.admission.end(prog)
+        if not prog.ended:
+            self.ttl.observe_program_end(prog.finished_turns)
+            self.programs.end(prog.program_id, self.clock())
+
+    def _end_idle_programs(self) -> None:
+        now = self.clock()
+        if now < self.next_idle_check:  # a scan of the registry at most once a second
+            return
+        self.next_idle_check = now + 1.0
+        for prog in self.programs.idle(now, self.continuum.idle_end_s):
+            self._end(prog)
+
+    def end_program(self, program_id: str) -> bool:
+        """The client says the program is over: release its pin now. False for an unknown program."""
+        with self.lock:
+            prog = self.programs.get(program_id)
+            if prog is not None:
+                self._end(prog)
+            return prog is not None
+
+    def set_tool(self, program_id: str, tool: str) -> bool:
+        """The HTTP layer read the tool from the response (tool_calls / bash block): re-decide the pin's TTL."""
+        with self.lock:
+            prog = self.programs.get(program_id)
+            if prog is None:
+                return False
+            prog.last_tool = tool
+            pin = self.pins.table.get(program_id)
+            if pin is not None and self.continuum.ttl_mode in ("model", "fixed"):
+                ttl_s, benefit = self._decide(prog, prog.last_context_tokens, {})
+                self.pins.pin(program_id, list(pin.blocks), pin.pinned_at, ttl_s, benefit, prog.order)
+            return True
+
+    def client_delivered(self, program_id: str, tokens: int) -> None:
+        """The API process says how many streamed tokens of the program's current turn its client has read."""
+        with self.lock:
+            prog = self.programs.get(program_id)
+            for rid in prog.running if prog is not None else ():
+                self.delivered[rid] = max(0, tokens)
+
+
+class ContinuumScheduler(ContinuumMixin, Scheduler):
+    """Continuum over vLLM's synchronous scheduler."""
+
+
+class ContinuumAsyncScheduler(ContinuumMixin, AsyncScheduler):
+    """Continuum over vLLM's asynchronous scheduler (the default when vLLM enables async scheduling)."""
+
+
+def scheduler_class(config: ContinuumConfig | None, is_async: bool = False) -> type[Scheduler]:
+    """The one place a scheduler class is chosen: vLLM's own for no config, else Continuum's, sync or async."""
+    if config is None:
+        return AsyncScheduler if is_async else Scheduler
+    return ContinuumAsyncScheduler if is_async else ContinuumScheduler
+
+
+def scheduler_for(policy: str, is_async: bool = False, **overrides: Any) -> tuple[type[Scheduler], dict]:
+    """(scheduler class, extra constructor kwargs) for a named policy (the simulator, tests, benchmarks)."""
+    config = resolve(policy, **overrides)
+    return scheduler_class(config, is_async), ({} if config is None else {"continuum_config": config})
+
+
+def make_scheduler(*args: Any, **kwargs: Any) -> Scheduler:
+    """The object named by ``--scheduler-cls``: picks the base vLLM's scheduler config asks for."""
+    vllm_config = kwargs.get("vllm_config", args[0] if args else None)
+    is_async = bool(vllm_config is not None and vllm_config.scheduler_config.async_scheduling)
+    config = kwargs.pop("continuum_config", None) or ContinuumConfig.from_env()
+    cls = scheduler_class(config, is_async)
+    logger.info("Continuum: %s, %s", cls.__name__, config)
+    return cls(*args, continuum_config=config, **kwargs)
