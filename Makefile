@@ -15,7 +15,7 @@ EXTRA  ?= cpu
 STAMP  := $(VENV)/.setup-$(EXTRA)
 MISMATCHED := $(if $(filter cpu,$(EXTRA)),torchvision torchaudio torchcodec,)
 
-.PHONY: setup setup-gpu models demo test serve clean
+.PHONY: setup setup-gpu models demo test lint serve clean
 
 setup: $(STAMP) models
 
@@ -36,8 +36,11 @@ models: $(STAMP)
 demo: setup
 	$(PY) -m continuum_eval.live.demo
 
-test: setup
+test: setup lint
 	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 serve: setup
 	$(VENV)/bin/continuum serve

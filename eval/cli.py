@@ -1,8 +1,6 @@
-"""The `continuum replay` and `continuum bench` verbs.
-
-``add_eval_parsers(subparsers)`` adds both to the `continuum` command; ``run_eval(args)`` runs one and returns
-the exit status (2 with a message on stderr for bad input). ``python -m continuum_eval.cli replay|bench ...`` runs them
-without the entry point.
+"""The `continuum replay` and `continuum bench` verbs (`ReplayVerb`, `BenchVerb`; registered in the project's
+`continuum.verbs` entry points). ``python -m continuum_eval.cli replay|bench ...`` runs them without the entry
+point. Bad input raises `VerbError`: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -12,10 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
 from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum.serve import verbs
+from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
+from continuum.serve.verbs import VerbError
 
-__all__ = ["add_eval_parsers", "run_eval", "main"]
+__all__ = ["ReplayVerb", "BenchVerb", "main"]
 
 
 def _jps_list(text: str) -> list[float]:
@@ -56,8 +56,7 @@ def _add_common(p: argparse.ArgumentParser, trace_required: bool = True) -> None
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add `replay` and `bench` to the `continuum` command's subparsers."""
+def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("replay", help="replay a trace against a live OpenAI-compatible server",
                               description="Act as the trace's agents against a server: send a turn, wait the "
                                           "tool time, send the next. Writes the result JSON.")
@@ -72,6 +71,10 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-end-sessions", dest="end_sessions", action="store_false",
                    help="do not call POST /v1/sessions/{id}/end after a program's last turn")
 
+    return p
+
+
+def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b = subparsers.add_parser("bench", help="A/B benchmark: same trace, same seed, one server per policy",
                               description="Live: start `continuum serve MODEL --policy P` for each policy (same "
                                           "model, KV budget and flags), replay the trace at every rate, write "
@@ -108,6 +111,7 @@ def add_eval_parsers(subparsers: argparse._SubParsersAction) -> None:
     from continuum_eval.agents_bench.cli import add_agent_arguments
 
     add_agent_arguments(b)
+    return b
 
 
 def _load(args: argparse.Namespace):
@@ -116,29 +120,10 @@ def _load(args: argparse.Namespace):
     try:
         programs = read_trace(args.trace)
     except TraceError as exc:
-        raise _BadInput(str(exc)) from None
+        raise VerbError(str(exc)) from None
     if not programs:
-        raise _BadInput(f"{args.trace}: the trace has no programs")
+        raise VerbError(f"{args.trace}: the trace has no programs")
     return programs[: args.limit] if args.limit else programs
-
-
-class _BadInput(ValueError):
-    pass
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    try:
-        if args.command == "replay":
-            return _run_replay(args)
-        if args.command == "bench":
-            return _run_bench(args)
-        raise _BadInput(f"unknown command {args.command!r}")
-    except _BadInput as exc:
-        print(f"continuum {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"continuum {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 def _run_replay(args: argparse.Namespace) -> int:
@@ -154,7 +139,7 @@ def _run_replay(args: argparse.Namespace) -> int:
                              api_key=args.api_key, meta={"trace": str(args.trace)})
         result = replay_sync(programs, opts)
     except ReplayError as exc:
-        raise _BadInput(str(exc)) from None
+        raise VerbError(str(exc)) from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -177,15 +162,15 @@ def _run_bench(args: argparse.Namespace) -> int:
         try:
             return run_agent_bench_args(args)
         except ValueError as exc:
-            raise _BadInput(str(exc)) from None
+            raise VerbError(str(exc)) from None
     if not args.trace:
-        raise _BadInput("--trace: a trace is required (or run real agents with --agent)")
+        raise VerbError("--trace: a trace is required (or run real agents with --agent)")
     if not args.jps:
-        raise _BadInput("--jps: give at least one rate for a trace bench")
+        raise VerbError("--jps: give at least one rate for a trace bench")
     programs = _load(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
-        raise _BadInput("--policies: give at least one policy")
+        raise VerbError("--policies: give at least one policy")
     try:
         cfg = BenchConfig(
             mode=args.mode, policies=policies, jps=args.jps, out_dir=Path(args.out), model=args.model,
@@ -199,15 +184,32 @@ def _run_bench(args: argparse.Namespace) -> int:
             router_config=args.router_config)
         run_bench(programs, cfg)
     except BenchError as exc:
-        raise _BadInput(str(exc)) from None
+        raise VerbError(str(exc)) from None
     return 0
 
 
+class ReplayVerb:
+    name, passthrough = "replay", False
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return add_replay_parser(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return _run_replay(args)
+
+
+class BenchVerb:
+    name, passthrough = "bench", False
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return add_bench_parser(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return _run_bench(args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m continuum_eval.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_eval_parsers(sub)
-    return run_eval(parser.parse_args(argv))
+    return verbs.run(verbs.build_parser([ReplayVerb(), BenchVerb()]), argv)
 
 
 if __name__ == "__main__":

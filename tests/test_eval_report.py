@@ -151,12 +151,7 @@ def test_bench_flags_are_the_same_for_every_policy(tmp_path):
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="continuum")
-    sub = parser.add_subparsers(dest="command", required=True)
-    eval_cli.add_eval_parsers(sub)
-    rc = eval_cli.run_eval(parser.parse_args(argv))
+    rc = eval_cli.main(argv)
     return rc, capsys.readouterr().err
 
 

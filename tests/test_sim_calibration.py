@@ -1,6 +1,6 @@
 """The roofline's linear-layer predictions against measured H100/A100 timings (Vidur's profiles).
 
-Tolerance (documented in eval/sim/calibration.py): per file and TP degree, over every measured token count,
+Tolerance (documented in eval/sim/fit/calibration.py): per file and TP degree, over every measured token count,
 the per-layer time of the four GEMMs (QKV, output, gate+up, down) is within 45% of the measured median at
 every point, within 20% at the 90th percentile of points and within 10% at the median point; the same for the
 whole layer's linear part (GEMMs plus norms, rotary, activation, residual add).

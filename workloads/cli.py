@@ -1,8 +1,8 @@
 """``continuum trace gen | stats | import``: build, inspect and convert workload traces.
 
-The ``continuum`` entry point delegates the ``trace`` verb here through
-``add_trace_parser`` and ``run_trace``; ``python -m continuum_workloads.cli trace ...``
-runs the same code without it. Bad input (unknown workload, negative counts,
+`TraceVerb` is the ``continuum trace`` verb (the project's `continuum.verbs` entry points name it; it has the
+shape of `continuum.serve.verbs.Verb` without importing it, as this package imports nothing of Continuum's);
+``python -m continuum_workloads.cli trace ...`` runs the same code without the entry point. Bad input (unknown workload, negative counts,
 a missing or malformed file) prints one clear line on stderr and returns 2.
 """
 
@@ -23,7 +23,7 @@ from continuum_workloads.swebench import iter_swebench
 from continuum_workloads.tokens import tokenizer_counter
 from continuum_workloads.trace import Program, TraceError, read_trace, write_trace
 
-__all__ = ["WORKLOADS", "add_trace_parser", "run_trace", "main"]
+__all__ = ["WORKLOADS", "TraceVerb", "add_trace_parser", "run_trace", "main"]
 
 WORKLOADS = ("swebench", "bfcl")
 EXIT_BAD_INPUT = 2
@@ -65,7 +65,7 @@ def _add_import(sub: Any) -> None:
                    help="mooncake: input_length is the whole prompt (full, default) or only the new tokens")
 
 
-def add_trace_parser(subparsers: Any) -> None:
+def add_trace_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``trace`` command (gen / stats / import) to an argparse subparsers object."""
     p = subparsers.add_parser("trace", help="workload traces: gen, stats, import",
                               description="Build, inspect and convert agent workload traces.")
@@ -74,6 +74,7 @@ def add_trace_parser(subparsers: Any) -> None:
     _add_gen(sub)
     _add_stats(sub)
     _add_import(sub)
+    return p
 
 
 def _counter(args: argparse.Namespace, default_tokenizer: str | None) -> Callable[[str], int]:
@@ -155,8 +156,19 @@ def _default_tokenizer() -> str | None:
     env = os.environ.get("CONTINUUM_TOKENIZER")
     if env:
         return env
-    local = Path(__file__).resolve().parent.parent / ".models" / "smollm2-135m" / "tokenizer.json"
+    models = os.environ.get("CONTINUUM_MODELS_DIR") or Path(__file__).resolve().parent.parent / ".models"
+    local = Path(models) / "smollm2-135m" / "tokenizer.json"  # the embedded default model's tokenizer
     return str(local) if local.is_file() else None
+
+
+class TraceVerb:
+    name, passthrough = "trace", False
+
+    def add_to(self, subparsers: Any) -> argparse.ArgumentParser:
+        return add_trace_parser(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return run_trace(args, _default_tokenizer())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

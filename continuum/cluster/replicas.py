@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -84,7 +85,19 @@ def _on_each(method: Callable[[ServerProcess], object], servers: Sequence[Server
     return [f.exception() for f in futures if f.exception() is not None]
 
 
-def add_cluster(sub: argparse._SubParsersAction) -> None:
+class ClusterVerb:
+    """`continuum cluster`; flags it does not know go to every replica's `continuum serve`."""
+
+    name, passthrough = "cluster", True
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return add_cluster(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return run_cluster(args, extra)
+
+
+def add_cluster(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="N `continuum serve` replicas behind vLLM's router (session affinity)",
                        description="Unknown flags go to every replica's `continuum serve` unchanged.")
     p.add_argument("model", nargs="?", default=models.DEFAULT_MODEL, help="as for `continuum serve`")
@@ -99,10 +112,11 @@ def add_cluster(sub: argparse._SubParsersAction) -> None:
                    help="turn on vllm-router's own program-level scheduling (--enable-program-scheduling)")
     p.add_argument("--router-args", default="", help="more vllm-router flags, in one quoted string")
     p.add_argument("--log-dir", default=None, help="folder for the replicas' and the router's logs")
+    return p
 
 
 def run_cluster(args: argparse.Namespace, extra: list[str]) -> int:
-    import shlex
+
 
     try:
         cluster = Cluster(args.model, args.replicas, extra, port=args.port, host=args.host,

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
+from urllib.parse import unquote
 
 from continuum.cluster.affinity import SessionAffinity
-from continuum.http.middleware import parse_json, program_of, read_body, replaying
+from continuum.http.middleware import PROGRAM_PATHS, parse_json, program_of, read_body, replaying
 from continuum.policy.config import ContinuumConfig
 
 RANK_HEADER = b"x-data-parallel-rank"
-COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")  # requests that carry a program
 _END_PATH = re.compile(r"^/v1/sessions/(?P<id>[^/]+)/end/?$")
 
 
@@ -37,12 +37,10 @@ class DPAffinityMiddleware:
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         if method == "POST" and (m := _END_PATH.match(path)):
-            from urllib.parse import unquote
-
             self.affinity.forget(unquote(m.group("id")))
             return await self.app(scope, receive, send)
         headers = scope.get("headers", [])
-        if method != "POST" or path not in COMPLETION_PATHS or any(k.lower() == RANK_HEADER for k, _ in headers):
+        if method != "POST" or path not in PROGRAM_PATHS or any(k.lower() == RANK_HEADER for k, _ in headers):
             return await self.app(scope, receive, send)
         raw, more = await read_body(receive)
         rank = self.affinity.pick(program_of(scope, parse_json(raw)), self.in_flight)

@@ -1,4 +1,8 @@
-"""`continuum`: the one command-line entry point (serve, models, trace, ...)."""
+"""`continuum`: the one command-line entry point, and its own verbs (serve, models, policies).
+
+Every verb, these and those of the cluster, the trace tools and the evaluation harness, is found through the
+`continuum.verbs` entry points (`continuum.serve.verbs`); this module imports none of the others.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,22 @@ import argparse
 import os
 import sys
 
-from continuum.serve import models
-from continuum.serve.argtypes import fraction, nice_value, non_empty, port_number
-from continuum.policy.registry import ConfigError
-from continuum.policy.presets import PRESETS, describe, resolve
 from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum.policy.presets import PRESETS, describe, resolve
+from continuum.policy.registry import KINDS, ConfigError
+from continuum.serve import models, server, verbs
+from continuum.serve.argtypes import fraction, nice_value, non_empty, port_number
 
 
 SERVE_USAGE = "continuum serve [MODEL] [continuum flags] [vLLM flags]"
 SERVE_EPILOG = """vLLM's own flags (every `vllm serve` flag, e.g. --block-size 32 --max-model-len 2048) pass through
 unchanged, before or after MODEL; `continuum serve --help-vllm` lists them."""
 # A ContinuumConfig field named in a config error -> the flag that sets it.
-FLAG_OF_FIELD = {"config": "--knob", "knobs": "--knob", "terms": "--terms", "pin_cap": "--pin-cap",
-                 "tenant_pin_cap": "--tenant-pin-cap", "fixed_ttl_s": "--fixed-ttl", "ttl_mode": "--ttl-mode",
-                 "ordering": "--ordering", "classes": "--classes", "phase": "--phase", "admission": "--admission"}
+FLAG_OF_FIELD = {"config": "--knob", "knobs": "--knob", "pin_cap": "--pin-cap", "tenant_pin_cap": "--tenant-pin-cap",
+                 "fixed_ttl_s": "--fixed-ttl", **{k.field: k.flag for k in KINDS}}
 
 
-def add_serve(sub: argparse._SubParsersAction) -> None:
+def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     # No positional MODEL here: vLLM's flags are unknown to this parser, so it could not tell `--block-size 32`
     # from a model; `server.split_model` finds the model among the leftovers with vLLM's parser.
     p = sub.add_parser("serve", help="serve a model with vLLM's OpenAI API (+ Continuum)", usage=SERVE_USAGE,
@@ -46,13 +49,15 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="the most one tenant's pins may hold, as a fraction of the pin budget (default 1; needs keys)")
     g.add_argument("--help-vllm", action="store_true", help="list vLLM's flags and exit")
     add_policy_flags(p)
+    return p
 
 
-def add_models(sub: argparse._SubParsersAction) -> None:
+def add_models(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="build or list the embedded models")
     p.add_argument("action", choices=("build", "list"))
     p.add_argument("names", nargs="*", help=f"models to build (default: all of {', '.join(models.EMBEDDED)})")
     p.add_argument("--force", action="store_true", help="rebuild even if built")
+    return p
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -70,8 +75,6 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
-    from continuum.serve import server
-
     if args.help_vllm:
         print(server.vllm_help())
         return 0
@@ -102,56 +105,43 @@ def _fail(message: str) -> int:
     return 2
 
 
+class ServeVerb:
+    name, passthrough = "serve", True  # vLLM's flags pass through
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return add_serve(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return run_serve(args, extra)
+
+
+class ModelsVerb:
+    name, passthrough = "models", False
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return add_models(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return run_models(args)
+
+
+class PoliciesVerb:
+    name, passthrough = "policies", False
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return subparsers.add_parser("policies", help="list the policy presets and components with their knobs")
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        print(describe())
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="continuum", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_serve(sub)
-    from continuum.cluster.replicas import add_cluster
-
-    add_cluster(sub)
-    add_models(sub)
-    sub.add_parser("policies", help="list the policy presets and components with their knobs")
-    from continuum_workloads.cli import add_trace_parser
-
-    add_trace_parser(sub)
-    for module, adder in (("continuum_eval.cli", "add_eval_parsers"), ("continuum_eval.sim.cli", "add_sim_parsers")):
-        try:  # the evaluation verbs (replay, bench, sim, profile) live in eval/
-            getattr(__import__(module, fromlist=[adder]), adder)(sub)
-        except (ImportError, AttributeError):
-            pass
-    return parser
+    return verbs.build_parser(verbs.discover(), description=__doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("serve", "cluster"):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "serve":
-        return run_serve(args, extra)
-    if args.command == "cluster":
-        from continuum.cluster.replicas import run_cluster
-
-        return run_cluster(args, extra)
-    if args.command == "models":
-        return run_models(args)
-    if args.command == "policies":
-        print(describe())
-        return 0
-    if args.command == "trace":
-        from continuum_workloads.cli import run_trace
-
-        return run_trace(args, default_tokenizer=str(models.model_path(models.DEFAULT_MODEL) / "tokenizer.json"))
-    if args.command in ("replay", "bench"):
-        from continuum_eval.cli import run_eval
-
-        return run_eval(args)
-    if args.command in ("sim", "profile"):
-        from continuum_eval.sim.cli import run_sim
-
-        return run_sim(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    return verbs.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The `continuum sim` and `continuum profile` verbs.
 
-``add_sim_parsers(subparsers)`` adds both to the `continuum` command; ``run_sim(args)`` runs one and returns the
-exit status (2 with a message on stderr for bad input). ``python -m continuum_eval.sim.cli sim|profile ...`` runs them
-without the entry point.
+`SimVerb` and `ProfileVerb` are registered in the project's `continuum.verbs` entry points;
+``python -m continuum_eval.sim.cli sim|profile ...`` runs them without the entry point. Bad input raises
+`VerbError`: one line on stderr, exit status 2.
 
     continuum sim --trace FILE --policy P --profile NAME --jps X --out RESULT.json
     continuum sim --trace FILE --replicas 4 --router session --jps 4 --out RESULT.json
@@ -19,15 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
-from continuum.policy.registry import ConfigError
 from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum.policy.registry import ConfigError
+from continuum.serve import verbs
+from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
+from continuum.serve.verbs import VerbError
 
-__all__ = ["add_sim_parsers", "run_sim", "main"]
-
-
-class _BadInput(ValueError):
-    pass
+__all__ = ["SimVerb", "ProfileVerb", "main"]
 
 
 def _csv(text: str) -> list[str]:
@@ -37,8 +35,7 @@ def _csv(text: str) -> list[str]:
     return items
 
 
-def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add `sim` and `profile` to the `continuum` command's subparsers."""
+def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "sim", help="simulate a trace: vLLM's real scheduler and KV cache on a virtual clock + a GPU cost model",
         description="Runs the scheduler classes `continuum serve` loads, with vLLM's real KV cache manager, "
@@ -63,7 +60,7 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=positive_int, help="override the profile's KV block size")
     p.add_argument("--max-model-len", type=positive_int, help="override the profile's max model length")
     p.add_argument("--max-num-seqs", type=positive_int, help="override the profile's max running requests per engine")
-    g = p.add_argument_group("scale-out (eval/sim/cluster.py, eval/sim/lockstep.py)")
+    g = p.add_argument_group("scale-out (eval/sim/engine/cluster.py, eval/sim/engine/lockstep.py)")
     g.add_argument("--replicas", type=positive_int, default=1, help="engines behind a router (default 1)")
     g.add_argument("--router", choices=("round-robin", "session", "session-load"), default="session",
                    help="how --replicas route turns: round-robin, session (hash of the program id), session-load "
@@ -76,6 +73,10 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     add_policy_flags(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+    return p
+
+
+def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     q = subparsers.add_parser(
         "profile", help="measure the live CPU engine's step times and fit the simulator's `cpu` profile",
         description="Drives `continuum serve` on an embedded model (or the in-process engine) with prefill and "
@@ -95,6 +96,7 @@ def add_sim_parsers(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--method", choices=("server", "engine"), default="server",
                    help="server: drive `continuum serve` like the replay does (default); engine: time the "
                         "in-process engine's steps exactly")
+    return q
 
 
 def _load_programs(args: argparse.Namespace):
@@ -102,13 +104,13 @@ def _load_programs(args: argparse.Namespace):
     from continuum_workloads import TraceError, read_trace
 
     if not args.trace:
-        raise _BadInput("--trace is required")
+        raise VerbError("--trace is required")
     try:
         programs = read_trace(args.trace)
     except TraceError as exc:
-        raise _BadInput(str(exc)) from None
+        raise VerbError(str(exc)) from None
     if not programs:
-        raise _BadInput(f"{args.trace}: the trace has no programs")
+        raise VerbError(f"{args.trace}: the trace has no programs")
     programs = programs[: args.limit] if args.limit else programs
     programs = [scale_program(p, args.token_scale, args.tool_scale) for p in programs]
     if args.max_context:
@@ -122,7 +124,7 @@ def _profile(args: argparse.Namespace):
     try:
         prof = get_profile(args.profile)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
-        raise _BadInput(f"--profile: {exc}") from None
+        raise VerbError(f"--profile: {exc}") from None
     for flag, attr in (("num_blocks", "num_blocks"), ("block_size", "block_size"), ("max_model_len", "max_model_len"),
                        ("max_num_seqs", "max_num_seqs")):
         if getattr(args, flag, None):
@@ -137,7 +139,7 @@ def _run_sim(args: argparse.Namespace) -> int:
         print(format_listing(listing()))
         return 0
     if not args.out:
-        raise _BadInput("--out is required")
+        raise VerbError("--out is required")
     from continuum.policy.presets import is_vllm, resolve
 
     overrides = overrides_from_args(args)
@@ -146,11 +148,11 @@ def _run_sim(args: argparse.Namespace) -> int:
             if not is_vllm(pol):
                 resolve(pol, **overrides)
         except ConfigError as exc:
-            raise _BadInput(f"--policy {pol}: {exc}") from None
+            raise VerbError(f"--policy {pol}: {exc}") from None
     try:
         rates = [positive_float(x) for x in args.jps] if args.jps else [None]
     except argparse.ArgumentTypeError as exc:
-        raise _BadInput(f"--jps: {exc}") from None
+        raise VerbError(f"--jps: {exc}") from None
     _check_scaleout(args)
     prof = _profile(args)
     programs = _load_programs(args)
@@ -167,7 +169,7 @@ def _run_sim(args: argparse.Namespace) -> int:
                                           "tool_scale": args.tool_scale, "max_context": args.max_context},
                                     replicas=args.replicas, router=args.router, dp=args.dp, lockstep=args.lockstep)
             except ValueError as exc:
-                raise _BadInput(str(exc)) from None
+                raise VerbError(str(exc)) from None
             results.append(r)
             where = f" x{args.replicas} {args.router}" if args.replicas > 1 else \
                 f" dp{args.dp}{' lockstep' if args.lockstep else ''}" if args.dp > 1 else ""
@@ -190,11 +192,11 @@ def _run_sim(args: argparse.Namespace) -> int:
 
 def _check_scaleout(args: argparse.Namespace) -> None:
     if args.replicas > 1 and args.dp > 1:
-        raise _BadInput("--replicas and --dp: simulate replicas or data-parallel ranks, not both")
+        raise VerbError("--replicas and --dp: simulate replicas or data-parallel ranks, not both")
     if args.lockstep and args.dp < 2:
-        raise _BadInput("--lockstep needs --dp 2 or more")
+        raise VerbError("--lockstep needs --dp 2 or more")
     if args.router != "session" and args.replicas < 2:
-        raise _BadInput("--router needs --replicas 2 or more")
+        raise VerbError("--router needs --replicas 2 or more")
 
 
 def _run_profile(args: argparse.Namespace) -> int:
@@ -206,31 +208,33 @@ def _run_profile(args: argparse.Namespace) -> int:
                            max_num_batched_tokens=args.max_num_batched_tokens, repeats=args.repeats,
                            quick=args.quick, client=args.client, method=args.method)
     except ProfileError as exc:
-        raise _BadInput(str(exc)) from None
+        raise VerbError(str(exc)) from None
     print(f"profile: {path}")
     return 0
 
 
-def run_sim(args: argparse.Namespace) -> int:
-    try:
-        if args.command == "sim":
-            return _run_sim(args)
-        if args.command == "profile":
-            return _run_profile(args)
-        raise _BadInput(f"unknown command {args.command!r}")
-    except _BadInput as exc:
-        print(f"continuum {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"continuum {args.command}: interrupted", file=sys.stderr)
-        return 130
+class SimVerb:
+    name, passthrough = "sim", False
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return add_sim_parser(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return _run_sim(args)
+
+
+class ProfileVerb:
+    name, passthrough = "profile", False
+
+    def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+        return add_profile_parser(subparsers)
+
+    def run(self, args: argparse.Namespace, extra: list[str]) -> int:
+        return _run_profile(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m continuum_eval.sim.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_sim_parsers(sub)
-    return run_sim(parser.parse_args(argv))
+    return verbs.run(verbs.build_parser([SimVerb(), ProfileVerb()]), argv)
 
 
 if __name__ == "__main__":
