@@ -1,6 +1,9 @@
 """The `continuum replay` and `continuum bench` verbs (`ReplayVerb`, `BenchVerb`; registered in the project's
 `continuum.verbs` entry points). ``python -m continuum_eval.cli replay|bench ...`` runs them without the entry
 point. Bad input raises `VerbError`: one line on stderr, exit status 2.
+
+`continuum` imports every verb's module to build its ``--help``, so this one imports the machinery a verb runs
+(the replay, the bench, the agents) only when the verb runs.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum.policy.flags import add_policy_flags
 from continuum.serve import verbs
 from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
 from continuum.serve.verbs import VerbError
+from continuum_eval.agents_bench.cli import add_agent_arguments
+from continuum_eval.verb_args import policies_and_overrides, trace_programs
 
 __all__ = ["ReplayVerb", "BenchVerb", "main"]
 
@@ -56,156 +61,130 @@ def _add_common(p: argparse.ArgumentParser, trace_required: bool = True) -> None
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def add_replay_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("replay", help="replay a trace against a live OpenAI-compatible server",
-                              description="Act as the trace's agents against a server: send a turn, wait the "
-                                          "tool time, send the next. Writes the result JSON.")
-    _add_common(p)
-    p.add_argument("--base-url", required=True, help="server address, e.g. http://127.0.0.1:8000")
-    p.add_argument("--jps", type=positive_float,
-                   help="program arrival rate (Poisson, seeded); default: the trace's arrival_s")
-    p.add_argument("--out", required=True, help="result JSON file")
-    p.add_argument("--model", help="model name for requests (default: the server's first model)")
-    p.add_argument("--policy", help="label of the run in the result (default: detected from the server)")
-    p.add_argument("--api-key", help="bearer token, for servers that want one")
-    p.add_argument("--no-end-sessions", dest="end_sessions", action="store_false",
-                   help="do not call POST /v1/sessions/{id}/end after a program's last turn")
-
-    return p
-
-
-def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    b = subparsers.add_parser("bench", help="A/B benchmark: same trace, same seed, one server per policy",
-                              description="Live: start `continuum serve MODEL --policy P` for each policy (same "
-                                          "model, KV budget and flags), replay the trace at every rate, write "
-                                          "results.json, report.md and plots. Sim: the same with the simulator.")
-    _add_common(b, trace_required=False)
-    b.add_argument("--mode", choices=("live", "sim"), default="live")
-    b.add_argument("--policies", default="vllm,continuum",
-                   help="comma list of presets (`continuum policies`), or PRESET/TTL_MODE (e.g. continuum/preserve)")
-    b.add_argument("--jps", type=_jps_list, help="rates, e.g. 0.5 or 0.2,0.5,1 (trace benches)")
-    b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--model", default=None, help="model to serve (default: the embedded smollm2-135m)")
-    b.add_argument("--block-size", type=positive_int, default=32, help="KV block size (default 32)")
-    b.add_argument("--num-gpu-blocks", type=positive_int,
-                   help="KV pool size in blocks (--num-gpu-blocks-override), the memory agents compete for")
-    b.add_argument("--max-model-len", type=positive_int, help="the servers' max model length")
-    b.add_argument("--server-args", default="",
-                   help="more vLLM flags for every server, one quoted string: --server-args='--foo 1'")
-    b.add_argument("--continuum-args", default="",
-                   help="flags for Continuum servers only, e.g. --continuum-args='--pin-cap 0.6'")
-    b.add_argument("--startup-timeout", type=positive_float, default=900.0,
-                   help="seconds to wait for a server to be healthy (default 900)")
-    b.add_argument("--restart-each-run", action="store_true",
-                   help="a fresh server for every rate (default: one server per policy, prefix cache reset)")
-    b.add_argument("--profile", default=None, help="sim mode: cost-model profile name")
-    b.add_argument("--router", default="", metavar="SETUPS",
-                   help="live: run each policy as --replicas replicas behind vllm-router, once per set-up: hash "
-                        "(consistent hash on X-Session-ID), program (plus the router's program scheduling); "
-                        "e.g. hash,program")
-    b.add_argument("--replicas", type=positive_int, default=2, help="live --router: replicas per cluster (default 2)")
-    b.add_argument("--router-config", default=None,
-                   help="live --router program: JSON for vllm-router's --program-scheduling-config-json")
-    b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
-    add_policy_flags(b)
-    from continuum_eval.agents_bench.cli import add_agent_arguments
-
-    add_agent_arguments(b)
-    return b
-
-
-def _load(args: argparse.Namespace):
-    from continuum_workloads import TraceError, read_trace
-
-    try:
-        programs = read_trace(args.trace)
-    except TraceError as exc:
-        raise VerbError(str(exc)) from None
-    if not programs:
-        raise VerbError(f"{args.trace}: the trace has no programs")
-    return programs[: args.limit] if args.limit else programs
-
-
-def _run_replay(args: argparse.Namespace) -> int:
-    from continuum_eval.live.replay import ReplayError, ReplayOptions, replay_sync
-
-    programs = _load(args)
-    try:
-        opts = ReplayOptions(base_url=args.base_url, model=args.model, jps=args.jps, seed=args.seed,
-                             max_context=args.max_context, token_scale=args.token_scale, tool_scale=args.tool_scale,
-                             hints=args.hints, end_sessions=args.end_sessions,
-                             request_timeout_s=args.request_timeout, vocab_lo=args.vocab_range[0],
-                             vocab_hi=args.vocab_range[1], progress=args.progress, policy=args.policy,
-                             api_key=args.api_key, meta={"trace": str(args.trace)})
-        result = replay_sync(programs, opts)
-    except ReplayError as exc:
-        raise VerbError(str(exc)) from None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    from continuum_eval.results.report import format_table
-
-    print(format_table([result]))
-    print(f"result: {out}")
-    if result["failed"]:
-        print(f"{result['failed']} of {result['programs']} programs failed; first: {result['errors'][:1]}",
-              file=sys.stderr)
-    return 0
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    from continuum_eval.live.bench import BenchConfig, BenchError, run_bench
-
-    if args.agent:
-        from continuum_eval.agents_bench.cli import run_agent_bench_args
-
-        try:
-            return run_agent_bench_args(args)
-        except ValueError as exc:
-            raise VerbError(str(exc)) from None
-    if not args.trace:
-        raise VerbError("--trace: a trace is required (or run real agents with --agent)")
-    if not args.jps:
-        raise VerbError("--jps: give at least one rate for a trace bench")
-    programs = _load(args)
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    if not policies:
-        raise VerbError("--policies: give at least one policy")
-    try:
-        cfg = BenchConfig(
-            mode=args.mode, policies=policies, jps=args.jps, out_dir=Path(args.out), model=args.model,
-            seed=args.seed, max_context=args.max_context, token_scale=args.token_scale, tool_scale=args.tool_scale,
-            hints=args.hints, request_timeout_s=args.request_timeout, vocab=args.vocab_range,
-            block_size=args.block_size, num_gpu_blocks=args.num_gpu_blocks, max_model_len=args.max_model_len,
-            server_args=args.server_args, continuum_args=args.continuum_args, overrides=overrides_from_args(args),
-            startup_timeout_s=args.startup_timeout, restart_each_run=args.restart_each_run, profile=args.profile,
-            progress=args.progress, plots=args.plots, trace=str(args.trace),
-            routers=[r.strip() for r in args.router.split(",") if r.strip()], replicas=args.replicas,
-            router_config=args.router_config)
-        run_bench(programs, cfg)
-    except BenchError as exc:
-        raise VerbError(str(exc)) from None
-    return 0
-
-
 class ReplayVerb:
+    """`continuum replay`: one trace replayed against a running server, written as a result JSON."""
+
     name, passthrough = "replay", False
 
     def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-        return add_replay_parser(subparsers)
+        p = subparsers.add_parser("replay", help="replay a trace against a live OpenAI-compatible server",
+                                  description="Act as the trace's agents against a server: send a turn, wait the "
+                                              "tool time, send the next. Writes the result JSON.")
+        _add_common(p)
+        p.add_argument("--base-url", required=True, help="server address, e.g. http://127.0.0.1:8000")
+        p.add_argument("--jps", type=positive_float,
+                       help="program arrival rate (Poisson, seeded); default: the trace's arrival_s")
+        p.add_argument("--out", required=True, help="result JSON file")
+        p.add_argument("--model", help="model name for requests (default: the server's first model)")
+        p.add_argument("--policy", help="label of the run in the result (default: detected from the server)")
+        p.add_argument("--api-key", help="bearer token, for servers that want one")
+        p.add_argument("--no-end-sessions", dest="end_sessions", action="store_false",
+                       help="do not call POST /v1/sessions/{id}/end after a program's last turn")
+        return p
 
     def run(self, args: argparse.Namespace, extra: list[str]) -> int:
-        return _run_replay(args)
+        from continuum_eval.live.replay import ReplayError, ReplayOptions, replay_sync
+        from continuum_eval.results.report import format_table
+
+        programs = trace_programs(args)
+        try:
+            opts = ReplayOptions(base_url=args.base_url, model=args.model, jps=args.jps, seed=args.seed,
+                                 max_context=args.max_context, token_scale=args.token_scale,
+                                 tool_scale=args.tool_scale, hints=args.hints, end_sessions=args.end_sessions,
+                                 request_timeout_s=args.request_timeout, vocab_lo=args.vocab_range[0],
+                                 vocab_hi=args.vocab_range[1], progress=args.progress, policy=args.policy,
+                                 api_key=args.api_key, meta={"trace": str(args.trace)})
+            result = replay_sync(programs, opts)
+        except ReplayError as exc:
+            raise VerbError(str(exc)) from None
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(format_table([result]))
+        print(f"result: {out}")
+        if result["failed"]:
+            print(f"{result['failed']} of {result['programs']} programs failed; first: {result['errors'][:1]}",
+                  file=sys.stderr)
+        return 0
 
 
 class BenchVerb:
+    """`continuum bench`: a trace against one server per policy (or the simulator), or real agents (``--agent``)."""
+
     name, passthrough = "bench", False
 
     def add_to(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-        return add_bench_parser(subparsers)
+        b = subparsers.add_parser("bench", help="A/B benchmark: same trace, same seed, one server per policy",
+                                  description="Live: start `continuum serve MODEL --policy P` for each policy (same "
+                                              "model, KV budget and flags), replay the trace at every rate, write "
+                                              "results.json, report.md and plots. Sim: the same with the simulator.")
+        _add_common(b, trace_required=False)
+        b.add_argument("--mode", choices=("live", "sim"), default="live")
+        b.add_argument("--policies", default="vllm,continuum",
+                       help="comma list of presets (`continuum policies`), or PRESET/TTL_MODE (e.g. "
+                            "continuum/preserve)")
+        b.add_argument("--jps", type=_jps_list, help="rates, e.g. 0.5 or 0.2,0.5,1 (trace benches)")
+        b.add_argument("--out", required=True, help="output folder")
+        b.add_argument("--model", default=None, help="model to serve (default: the embedded smollm2-135m)")
+        b.add_argument("--block-size", type=positive_int, default=32, help="KV block size (default 32)")
+        b.add_argument("--num-gpu-blocks", type=positive_int,
+                       help="KV pool size in blocks (--num-gpu-blocks-override), the memory agents compete for")
+        b.add_argument("--max-model-len", type=positive_int, help="the servers' max model length")
+        b.add_argument("--server-args", default="",
+                       help="more vLLM flags for every server, one quoted string: --server-args='--foo 1'")
+        b.add_argument("--continuum-args", default="",
+                       help="flags for Continuum servers only, e.g. --continuum-args='--pin-cap 0.6'")
+        b.add_argument("--startup-timeout", type=positive_float, default=900.0,
+                       help="seconds to wait for a server to be healthy (default 900)")
+        b.add_argument("--restart-each-run", action="store_true",
+                       help="a fresh server for every rate (default: one server per policy, prefix cache reset)")
+        b.add_argument("--profile", default=None, help="sim mode: cost-model profile name")
+        b.add_argument("--router", default="", metavar="SETUPS",
+                       help="live: run each policy as --replicas replicas behind vllm-router, once per set-up: hash "
+                            "(consistent hash on X-Session-ID), program (plus the router's program scheduling); "
+                            "e.g. hash,program")
+        b.add_argument("--replicas", type=positive_int, default=2,
+                       help="live --router: replicas per cluster (default 2)")
+        b.add_argument("--router-config", default=None,
+                       help="live --router program: JSON for vllm-router's --program-scheduling-config-json")
+        b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+        add_policy_flags(b)
+        add_agent_arguments(b)
+        return b
 
     def run(self, args: argparse.Namespace, extra: list[str]) -> int:
-        return _run_bench(args)
+        if args.agent:
+            from continuum_eval.agents_bench.cli import run_agent_bench_args
+
+            try:
+                return run_agent_bench_args(args)
+            except ValueError as exc:
+                raise VerbError(str(exc)) from None
+        from continuum_eval.live.bench import run_bench
+        from continuum_eval.live.settings import BenchConfig, BenchError
+
+        if not args.trace:
+            raise VerbError("--trace: a trace is required (or run real agents with --agent)")
+        if not args.jps:
+            raise VerbError("--jps: give at least one rate for a trace bench")
+        programs = trace_programs(args)
+        policies, overrides = policies_and_overrides(args.policies, "--policies", args)
+        try:
+            cfg = BenchConfig(
+                mode=args.mode, policies=policies, jps=args.jps, out_dir=Path(args.out), model=args.model,
+                seed=args.seed, max_context=args.max_context, token_scale=args.token_scale,
+                tool_scale=args.tool_scale, hints=args.hints, request_timeout_s=args.request_timeout,
+                vocab=args.vocab_range, block_size=args.block_size, num_gpu_blocks=args.num_gpu_blocks,
+                max_model_len=args.max_model_len, server_args=args.server_args,
+                continuum_args=args.continuum_args, overrides=overrides, startup_timeout_s=args.startup_timeout,
+                restart_each_run=args.restart_each_run, profile=args.profile, progress=args.progress,
+                plots=args.plots, trace=str(args.trace),
+                routers=[r.strip() for r in args.router.split(",") if r.strip()], replicas=args.replicas,
+                router_config=args.router_config)
+            run_bench(programs, cfg)
+        except BenchError as exc:
+            raise VerbError(str(exc)) from None
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,9 @@ Modes:
 Every decision also carries the pin's expected benefit (expected seconds saved: the
 chance of a hit times what a miss would cost), which the pin table uses to choose
 victims under memory pressure.
+
+:meth:`TTLPolicy.decide_tier` is the three-way form for an engine with a host-memory KV
+tier: pin, park in host memory, or drop (:mod:`kvttl.tier_rule`), from the same inputs.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .estimators import QueueDelayEstimator, RemainingWorkEstimator
+from .host_link import HostLink
 from .predictor import ToolDurationPredictor
 from .reload_cost import ReloadCostModel
-from .ttl_rule import hit_probability, solve_ttl
+from .tier_rule import TierDecision, choose_tier
+from .ttl_rule import check_nonnegative, hit_probability, solve_ttl
 
 __all__ = ["MODES", "Decision", "TTLPolicy"]
 
@@ -134,6 +139,40 @@ class TTLPolicy:
             ttl = self._fixed_ttl(tool)
             p_hit = hit_probability(samples, ttl) if ttl > 0 else 0.0
         return Decision(ttl, p_hit * miss_cost, p_hit, miss_cost, reload_s, delay, eta, stage, mode)
+
+    def decide_tier(
+        self,
+        tool: str | None,
+        context_tokens: int,
+        bytes_per_token: float = 0.0,
+        turns_done: int = 1,
+        last_step: bool = False,
+        link: HostLink | None = None,
+        cpu_price: float | None = None,
+        prefetch: bool = False,
+        *,
+        gpu_price: float = 1.0,
+        hybrid: bool = False,
+    ) -> TierDecision:
+        """Pin, park in host memory, or drop a finished turn's KV (:func:`kvttl.tier_rule.choose_tier`).
+
+        Arguments as :meth:`decide`, plus: ``bytes_per_token`` (KV bytes per context
+        token), ``link`` (None: no host tier), ``cpu_price`` (required with a link; see
+        :mod:`kvttl.tier_rule`), ``prefetch`` (the caller reloads the KV before the return,
+        so L = 0). Only the ``model`` mode past the ``default`` stage weighs the tiers;
+        every other case, and any case without a link at ``gpu_price = 1``, is :meth:`decide`
+        (``gpu`` for a pin, ``drop`` otherwise).
+        """
+        bpt = check_nonnegative("bytes_per_token", bytes_per_token)
+        if self.mode != "model" or last_step or self.predictor.stage_for(tool) == "default":
+            d = self.decide(tool, context_tokens, turns_done, last_step)
+            return TierDecision("gpu" if d.pin else "drop", d.ttl_s, d.p_hit, d.benefit_s)
+        load_s = None if link is None else link.exposed_load_seconds(max(0, int(context_tokens)) * bpt, prefetch)
+        return choose_tier(
+            self.predictor.samples_for(tool), self.reload_model.seconds(context_tokens), self.queue_delay.value(),
+            self.remaining.eta(turns_done), load_s=load_s, cpu_price=cpu_price, gpu_price=gpu_price,
+            hybrid=hybrid, presorted=True,
+        )
 
     def _fixed_ttl(self, tool: str | None) -> float:
         if not tool:

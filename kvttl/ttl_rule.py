@@ -20,6 +20,9 @@ within the run; so one vectorised pass over ``(i+1)/n * B - s_i`` finds the opti
 Ties go to the smaller TTL (``np.argmax`` returns the first maximum, and not pinning
 wins a tie with pinning), which also makes the answer non-decreasing in ``B``
 (``P`` grows with ``tau``, so a larger ``B`` can only favour longer TTLs).
+
+The pass itself (:func:`best_hold`, with a price per second other than 1) is shared
+with the tier rule of :mod:`kvttl.tier_rule`, which weighs GPU and host memory.
 """
 
 from __future__ import annotations
@@ -29,17 +32,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["choose_ttl", "hit_probability", "solve_ttl"]
+__all__ = [
+    "best_hold", "check_nonnegative", "choose_ttl", "hit_probability", "hold_values", "solve_ttl", "sorted_samples",
+]
 
 
-def _validated(name: str, value: float) -> float:
+def check_nonnegative(name: str, value: float) -> float:
+    """``value`` as a float; ValueError naming ``name`` when it is negative, NaN or infinite."""
     v = float(value)
     if not math.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
 
 
-def _as_sorted(samples: Sequence[float] | np.ndarray, presorted: bool) -> np.ndarray:
+def sorted_samples(samples: Sequence[float] | np.ndarray, presorted: bool = False) -> np.ndarray:
+    """Duration samples as an ascending float array; ValueError if one is negative, NaN or infinite."""
     s = np.asarray(samples, dtype=np.float64)
     if s.ndim != 1:
         s = s.reshape(-1)
@@ -48,6 +55,39 @@ def _as_sorted(samples: Sequence[float] | np.ndarray, presorted: bool) -> np.nda
     if s.size and (s[0] < 0 or not math.isfinite(s[-1])):
         raise ValueError("samples must be finite numbers >= 0")
     return s
+
+
+def hold_values(s: np.ndarray, benefit: float, price: float = 1.0) -> np.ndarray:
+    """``(i+1)/n * benefit - price * s_i`` over ascending ``s``: the objective at each sample.
+
+    Exact at the last sample of each run of equal values (where it peaks within the run
+    when ``benefit > 0``), an underestimate before it. Shared by the TTL and tier rules.
+    """
+    values = np.arange(1, s.size + 1, dtype=np.float64)
+    values *= benefit / s.size
+    values -= s if price == 1.0 else price * s
+    return values
+
+
+def best_hold(s: np.ndarray, benefit: float, price: float = 1.0) -> tuple[float, float, float]:
+    """``argmax over tau in {0} U S of P(tau) * benefit - price * tau`` over ascending ``s``.
+
+    Returns ``(ttl_s, p_hit, gain)``: ``gain`` is how much the objective at ``ttl_s`` beats
+    not holding (tau = 0, where zero-duration samples already hit), 0.0 when not holding
+    wins or ties. Inputs as :func:`sorted_samples` and :func:`check_nonnegative` give them.
+    """
+    n = s.size
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    zeros = int(np.searchsorted(s, 0.0, side="right"))
+    if benefit <= 0.0:
+        return 0.0, zeros / n, 0.0
+    best_zero = zeros * (benefit / n)  # objective of not holding
+    values = hold_values(s, benefit, price)
+    i = int(np.argmax(values))
+    if values[i] > best_zero and s[i] > 0.0:
+        return float(s[i]), (i + 1) / n, float(values[i] - best_zero)
+    return 0.0, zeros / n, 0.0
 
 
 def solve_ttl(
@@ -64,26 +104,11 @@ def solve_ttl(
     Pass ``presorted=True`` when ``samples`` is already ascending (the predictor's
     arrays are) to skip the sort.
     """
-    r = _validated("reload_s", reload_s)
-    t = _validated("queue_delay_s", queue_delay_s)
-    e = _validated("eta", eta)
-    s = _as_sorted(samples, presorted)
-    n = s.size
-    if n == 0:
-        return 0.0, 0.0
-    benefit = t * e + r
-    if benefit <= 0.0:
-        return 0.0, float(np.searchsorted(s, 0.0, side="right")) / n
-    # Objective of not pinning: samples equal to 0 are hits even with tau = 0.
-    zeros = int(np.searchsorted(s, 0.0, side="right"))
-    best_zero = zeros * (benefit / n)
-    values = np.arange(1, n + 1, dtype=np.float64)
-    values *= benefit / n
-    values -= s
-    i = int(np.argmax(values))
-    if values[i] > best_zero and s[i] > 0.0:
-        return float(s[i]), (i + 1) / n
-    return 0.0, zeros / n
+    r = check_nonnegative("reload_s", reload_s)
+    t = check_nonnegative("queue_delay_s", queue_delay_s)
+    e = check_nonnegative("eta", eta)
+    ttl, p_hit, _ = best_hold(sorted_samples(samples, presorted), t * e + r)
+    return ttl, p_hit
 
 
 def choose_ttl(

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
-from continuum.sched.scheduler import scheduler_for
+import json
+
 from continuum_eval.sim.engine.loop import Engine
-from continuum_eval.sim.run import simulate_result
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.run import prepare, simulate_result
+from continuum_workloads import Program, Turn, assign_arrivals
+from vllm.v1.request import RequestStatus
+
+from continuum.control.engine_side import EngineControl
+from continuum.sched.scheduler import scheduler_for
 from tests.fake_clock import Clock
 from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
-from continuum_workloads import Program, Turn, assign_arrivals
 
 BS = 32
-
 
 
 def make(num_blocks: int, policy: str = "continuum", **overrides):
@@ -21,9 +25,11 @@ def make(num_blocks: int, policy: str = "continuum", **overrides):
     return s
 
 
-def add(s, rid: str, start: int, n: int, out: int, session: str, **hints) -> None:
-    s.add_request(make_request(rid, list(range(start, start + n)), out, arrival_time=s.clock.now,
-                               session_id=session, **hints))
+def add(s, rid: str, start: int, n: int, out: int, session: str, **hints):
+    request = make_request(rid, list(range(start, start + n)), out, arrival_time=s.clock.now, session_id=session,
+                           **hints)
+    s.add_request(request)
+    return request
 
 
 def test_a_program_waits_at_the_door_until_memory_frees():
@@ -43,18 +49,27 @@ def test_a_program_waits_at_the_door_until_memory_frees():
 
 
 def test_a_program_larger_than_the_pool_still_runs_alone_and_nothing_deadlocks():
-    s = make(num_blocks=21)  # 20 usable blocks: the first turn fits, its predicted working set may not
-    add(s, "big1", 1000, 600, 8, "BIG")
+    # 20 usable blocks. The clairvoyant scheduler is told BIG's future: three more turns adding 1,500 tokens of
+    # context, so its working set (its 19-block turn plus the growth of the next 3 turns) is far above the pool.
+    s = make(num_blocks=21, policy="clairvoyant", knobs={"memory.horizon": 3})
+    future = {"turns_left": 4, "tool_s_left": 3.0, "growth_left": 1500, "output": 8}
+    big1 = add(s, "big1", 1000, 600, 8, "BIG", future=future, tool_s=1.0)
+    adm, big = s.admission, s.programs.get("BIG")
+    assert adm.working_set(big) > 2 * adm.capacity()
+    assert big.admitted  # nothing else admitted: it goes in whatever its size
     add(s, "small1", 9000, 64, 4, "SMALL")
-    assert s.programs.get("BIG").admitted  # nothing else admitted: it goes in whatever its size
+    assert not s.programs.get("SMALL").admitted  # it runs alone
     steps = 0
     while s.has_requests():
-        run_step(s)
+        out, _ = run_step(s)
         s.clock.now += 0.01
         steps += 1
-        if "big1" not in s.requests and not s.programs.get("BIG").ended:
-            s.end_program("BIG")
+        if not big.ended:
+            assert "small1" not in out.num_scheduled_tokens
+            if big1.is_finished():
+                s.end_program("BIG")  # the client stops after one turn: the door opens
         assert steps < 2000
+    assert big1.status == RequestStatus.FINISHED_LENGTH_CAPPED and big1.num_output_tokens == 8
     assert s.programs.get("SMALL").admitted and "small1" not in s.requests
 
 
@@ -87,24 +102,44 @@ def test_single_turn_programs_in_a_burst_of_1000_all_finish_and_free_every_block
     assert all(b.ref_cnt == 0 for b in pool.blocks if not b.is_null) and s.reset_prefix_cache()
 
 
+def without_aging(sched) -> None:
+    """SRPT with its aging taken out: a waiting request's key is its predicted work alone, not work + arrival.
+    The admission door opens in the same order (it sorts by the queue's key)."""
+    aged = sched.waiting.key
+
+    def key(r) -> tuple:
+        held, cls, level, tier, work_plus_arrival, arrival = aged(r)
+        return (held, cls, level, tier, work_plus_arrival - arrival, arrival)
+
+    sched.waiting.key = key
+
+
 def test_aging_bounds_the_wait_of_a_long_program_behind_a_stream_of_short_ones():
-    # Knowing the future, SRPT puts every new short program ahead of the long one; aging (a second waited is a second less of
-    # predicted work) must let it in while short programs keep arriving.
+    # Knowing the future, SRPT puts every new short program ahead of the long one; aging (a second waited is a
+    # second less of predicted work) must let it in while short programs keep arriving.
     progs = [Program(id="long", workload="t", arrival_s=0.5, turns=[
         Turn(new_input_tokens=100, output_tokens=20, tool="pytest", tool_s=2.0) for _ in range(5)]
         + [Turn(new_input_tokens=50, output_tokens=10)])]
     progs += [Program(id=f"s{i}", workload="t", arrival_s=0.05 * i, turns=[
         Turn(new_input_tokens=300, output_tokens=20, tool="ls", tool_s=0.5),
         Turn(new_input_tokens=50, output_tokens=10)]) for i in range(300)]
-    engines: list[Engine] = []
-    r = simulate_result(progs, "clairvoyant", hand_profile(num_blocks=80), None, progress=False,
-                        engine_out=engines)
-    assert r["completed"] == 301 and r["failed"] == 0
-    (engine,) = engines
-    long_rec = next(p.record for p in engine.progs if p.id == "long")
-    last_short = max(p.record.end_s for p in engine.progs if p.id != "long")
-    assert long_rec.end_s < last_short  # admitted and finished while short programs were still coming
-    assert engine.sched.admission.held_total > 0
+
+    def ends(aging: bool) -> tuple[float, float]:
+        """(the long program's end, the last short program's end)."""
+        profile = hand_profile(num_blocks=80)
+        engine = Engine(prepare(progs, profile, None, 0), "clairvoyant", profile)
+        if not aging:
+            without_aging(engine.sched)
+        engine.run()
+        assert all(p.record.completed for p in engine.progs) and engine.sched.admission.held_total > 0
+        return (next(p.record.end_s for p in engine.progs if p.id == "long"),
+                max(p.record.end_s for p in engine.progs if p.id != "long"))
+
+    aged_long, aged_last_short = ends(aging=True)
+    plain_long, plain_last_short = ends(aging=False)
+    assert aged_long < aged_last_short  # admitted and finished while short programs were still coming
+    assert plain_long > plain_last_short  # without aging it is starved until the stream of short ones ends
+    assert aged_long < 0.75 * plain_long
 
 
 def test_every_admitted_program_finishes_under_pressure_with_admission():
@@ -128,15 +163,11 @@ def test_a_latency_sensitive_program_skips_the_door():
 
 
 def test_a_pin_kept_until_return_reads_as_json():
-    import json
-
-    from continuum.control.engine_side import EngineControl
-
     s = make(num_blocks=41)
     add(s, "a1", 1000, 320, 8, "A")
     while s.has_requests():
         run_step(s)
     ctl = EngineControl(s)
-    state = ctl.session_state("A")
+    state = ctl.handle({"op": "session", "id": "A"})["session"]
     assert state["pinned_blocks"] > 0 and state["pinned_until_return"] and state["ttl_s"] is None
-    json.dumps(ctl.stats(), allow_nan=False)  # what the HTTP layer sends: no Infinity anywhere
+    json.dumps(ctl.handle({"op": "stats"}), allow_nan=False)  # what the HTTP layer reads: no Infinity anywhere

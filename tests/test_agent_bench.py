@@ -1,8 +1,9 @@
 """End to end: `continuum bench --agent mini-swe-agent|bfcl` on the embedded model, plain vLLM vs Continuum.
 
-Two servers for the module (vllm and continuum, `tiny`, started side by side); the mini-swe-agent bench runs
-against both, the BFCL bench against the vllm one and a Continuum server it starts itself (the bench's own
-launch path). Small slices: two tasks / entries, two steps, a few tokens per answer.
+Two servers, `tiny` with the same flags: plain vLLM for the module, and Continuum, the run's shared server
+(tests/conftest.py). The mini-swe-agent bench runs against both, the BFCL bench against the vllm one and a
+Continuum server it starts itself (the bench's own launch path). Small slices: two tasks / entries, two steps,
+a few tokens per answer.
 """
 
 from __future__ import annotations
@@ -11,46 +12,28 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 import httpx
 import pytest
 
-from continuum.serve.launch import ServerProcess
-
 pytestmark = pytest.mark.engine
 
-FLAGS = ["--block-size", "32", "--max-model-len", "8192", "--enable-prefix-caching",
-         "--enable-prompt-tokens-details", "--enforce-eager"]
 RESULT_KEYS = {"policy", "mode", "workload", "jps", "programs", "completed", "failed", "jct_s", "ttft_s",
                "makespan_s", "throughput_tok_s", "prefix_hit_rate", "pins", "sched_step_ms", "accuracy", "tasks"}
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_model, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("agent-bench")
-    procs = {p: ServerProcess("tiny", ["--policy", p, *FLAGS], log_path=logs / f"{p}.log")
-             for p in ("vllm", "continuum")}
-    errors: list[BaseException] = []
-
-    def start(proc: ServerProcess) -> None:
-        try:
-            proc.start()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(p,)) for p in procs.values()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def vllm_server(shared_tiny, tmp_path_factory):
+    proc = shared_tiny.launch("vllm", tmp_path_factory.mktemp("agent-bench") / "vllm.log")
     try:
-        if errors:
-            raise errors[0]
-        yield procs
+        yield proc
     finally:
-        for p in procs.values():
-            p.stop()
+        proc.stop()
+
+
+@pytest.fixture
+def servers(vllm_server, tiny_server):
+    return {"vllm": vllm_server, "continuum": tiny_server}
 
 
 def bench(args: list[str], out, tmp_path) -> tuple[list[dict], list[dict], str]:

@@ -1,4 +1,4 @@
-"""The SDK with the clients agent authors use, against `continuum serve tiny` (one server for the module):
+"""The SDK with the clients agent authors use, against `continuum serve tiny` (the run's shared server):
 the openai client, litellm, mini-swe-agent; streaming turn stats; a turn whose connection is cut is sent again."""
 
 from __future__ import annotations
@@ -12,23 +12,13 @@ import pytest
 
 from continuum_agents import AgentSession
 from continuum_agents.examples import litellm_client, mini_swe_agent, openai_client
-from continuum.serve.launch import ServerProcess
-from continuum_eval.live.bench import DEV_MODE_ENV, env_set
 
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("adapters") / "serve.log"
-    args = ["--max-model-len", "4096", "--block-size", "32", "--enable-prompt-tokens-details", "--enforce-eager"]
-    proc = ServerProcess("tiny", args, log_path=log)
-    with env_set(DEV_MODE_ENV, "1"):  # /reset_prefix_cache, for the determinism probe
-        proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture
+def server(tiny_server):
+    return tiny_server  # with vLLM's development endpoints: /reset_prefix_cache, for the determinism probe
 
 
 def session_state(server, sid: str) -> dict:
@@ -139,5 +129,10 @@ def test_determinism_probe_same_schedule_repeats_bitwise(server):
     again = out["conditions"]["cold-again"]
     # The control: the same question alone on an empty cache twice gives the same tokens and log-probabilities.
     assert again["identical"] and again["max_logprob_diff"] == 0.0 and again["tokens"] == 16
-    for c in out["conditions"].values():
-        assert c["tokens"] == 16 and (c["identical"] or c["first_diff_token"] is not None)
+    # Other schedules may differ: every answer is whole, and a difference names the first token that differs.
+    for name, c in out["conditions"].items():
+        assert c["tokens"] == 16 and c["max_logprob_diff"] >= 0.0, (name, c)
+        if c["identical"]:
+            assert c["first_diff_token"] is None, (name, c)
+        else:
+            assert isinstance(c["first_diff_token"], int) and 0 <= c["first_diff_token"] < 16, (name, c)

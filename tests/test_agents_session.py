@@ -1,7 +1,7 @@
 """The agent SDK: program id and hints on every request, tool timing, ending the program.
 
 Request shapes are checked offline against a recording transport; the scheduler's view (programs listed with
-their turn counts, ended sessions) against one `continuum serve tiny` for the module.
+their turn counts, ended sessions) against the run's shared `continuum serve tiny`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pytest
 
 from continuum_agents import AgentSession, AsyncAgentSession, SessionError
 from continuum_agents.shell_agent import extract_command, run_command
-from continuum.serve.launch import ServerProcess
 
 COMPLETION = {"choices": [{"text": "ok", "message": {"role": "assistant", "content": "ok"}}],
               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
@@ -88,13 +87,10 @@ def test_reference_agent_helpers(tmp_path):
     assert run_command("cat 'unterminated", tmp_path).startswith("error: cannot parse")
 
 
-# -- against a live server ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("agents") / "serve.log"
-    args = ["--max-model-len", "2048", "--block-size", "32", "--enforce-eager"]  # eager: no compile at start-up
-    with ServerProcess("tiny", args, log_path=log) as proc:
-        yield proc
+# -- against a live server (the run's shared `continuum serve tiny`, tests/conftest.py) ----------------------------
+@pytest.fixture
+def server(tiny_server):
+    return tiny_server
 
 
 def programs(server) -> dict[str, dict]:

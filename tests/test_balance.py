@@ -8,14 +8,14 @@ import sys
 import tempfile
 
 import pytest
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
 
 from continuum.cluster.affinity import SessionAffinity, home_of
-from continuum.policy.registry import ConfigError
 from continuum.control.dp import merge_stats, rank_address
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
 from continuum.policy.presets import describe, resolve
-from continuum.sched.scheduler import scheduler_for
+from continuum.policy.registry import ConfigError
 from continuum.sched.rank_board import LocalBoard, SharedBoard, counts_path
+from continuum.sched.scheduler import scheduler_for
 
 BS = 32
 

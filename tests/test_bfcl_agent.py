@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
+import pytest
 
 from continuum_agents import AgentSession
 from continuum_eval.agents_bench.bfcl import load_entries, score_entry
@@ -37,8 +40,16 @@ def test_checker_passes_the_ground_truth_and_fails_other_answers():
 
 def test_injected_delay_follows_the_trace_distribution():
     assert call_names(["cd(folder='a')", "ls(a=True)", 3]) == ["cd", "ls"]
-    delay = trace_delay({"ls": "GorillaFileSystem", "post_tweet": "TwitterAPI"}, "e1", seed=0, scale=1.0)
-    assert delay(["ls"], 1) == delay(["ls"], 1) and delay(["ls"], 1) != delay(["ls"], 2)
+    doc_class = {"ls": "GorillaFileSystem", "post_tweet": "TwitterAPI"}
+    delay = trace_delay(doc_class, "e1", seed=0, scale=1.0)
+    # One log-normal draw per call, seeded by (seed, entry, step): computed here from the trace's parameters.
+    median, sigma = function_duration_params("ls", "GorillaFileSystem")
+    z = np.random.default_rng([0, zlib.crc32(b"e1"), 1]).standard_normal()
+    assert delay(["ls"], 1) == pytest.approx(median * np.exp(sigma * z), rel=1e-12)
+    # The same draw in another run (a fresh closure); another step, entry or seed draws anew.
+    assert trace_delay(dict(doc_class), "e1", seed=0, scale=1.0)(["ls"], 1) == delay(["ls"], 1)
+    assert len({delay(["ls"], 1), delay(["ls"], 2), trace_delay(doc_class, "e2", seed=0, scale=1.0)(["ls"], 1),
+                trace_delay(doc_class, "e1", seed=1, scale=1.0)(["ls"], 1)}) == 4
     assert trace_delay({}, "e1", seed=0, scale=0.5)(["ls"], 1) == 0.5 * trace_delay({}, "e1", seed=0,
                                                                                      scale=1.0)(["ls"], 1)
     samples = np.array([delay(["post_tweet"], k) for k in range(400)])

@@ -20,7 +20,8 @@ from continuum.serve.launch import ServerProcess
 
 pytestmark = pytest.mark.engine
 
-FLAGS = ["--max-model-len", "2048", "--block-size", "32", "--enforce-eager", "--data-parallel-size", "2",
+LONG_TOKENS = 4000  # a long turn's cap: far more decoding than the test needs before it releases the turn
+FLAGS = ["--max-model-len", "4096", "--block-size", "32", "--enforce-eager", "--data-parallel-size", "2",
          "--max-num-seqs", "2", "--balance", "any-full", "--knob", "any-full.headroom=0"]
 
 
@@ -67,7 +68,8 @@ def test_a_programs_turns_stay_on_one_rank_and_stats_merge_the_ranks(server):
 
 def test_the_control_channel_reaches_every_rank(server):
     for rank in (0, 1):
-        prog = on_rank(rank, 1)[0]
+        prog = on_rank(rank, 1, prefix="ctl")[0]
+        turn(server, prog, list(range(5000 + 100 * rank, 5040 + 100 * rank)))
         r = httpx.get(f"{server.base_url}/v1/sessions/{prog}", timeout=30)
         assert r.status_code == 200 and r.json()["rank"] == rank
         r = httpx.post(f"{server.base_url}/v1/sessions/{prog}/end", timeout=30)
@@ -75,34 +77,94 @@ def test_the_control_channel_reaches_every_rank(server):
     assert httpx.get(f"{server.base_url}/v1/sessions/never-seen", timeout=30).status_code == 404
 
 
-def test_a_full_rank_holds_the_others_admissions(server):
-    errors: list[BaseException] = []
+def wait_for(condition, failure: str, timeout_s: float = 60.0, every_s: float = 0.05):
+    """Poll ``condition`` until it holds (its value), or fail after ``timeout_s`` with ``failure()``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout_s} s: {failure()}")
+        time.sleep(every_s)
+    return value
 
-    def long_turn(program: str, start: int) -> None:
+
+class LongTurn:
+    """A streamed turn that runs until the test lets it go: its client reads the events until `release`, then
+    hangs up, and vLLM aborts the request. (On its own it would end only after ``max_tokens``, far later.)"""
+
+    def __init__(self, server, program: str, prompt: list[int], max_tokens: int = LONG_TOKENS) -> None:
+        self.url = server.base_url + "/v1/completions"
+        self.body = {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True,
+                     "stream": True, "session_id": program}
+        self.headers = {"X-Session-ID": program}
+        self.events = 0
+        self.finished = False  # it ended on its own
+        self.error: BaseException | None = None
+        self.released = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
         try:
-            turn(server, program, list(range(start, start + 40)), 1500)
+            with httpx.Client(timeout=60) as client, \
+                    client.stream("POST", self.url, json=self.body, headers=self.headers) as r:
+                if r.status_code != 200:
+                    raise AssertionError(f"HTTP {r.status_code}: {r.read()!r}")
+                for line in r.iter_lines():
+                    if self.released.is_set():
+                        return  # leaving the block closes the connection
+                    if line == "data: [DONE]":
+                        self.finished = True
+                    elif line.startswith("data:"):
+                        self.events += 1
         except BaseException as e:  # noqa: BLE001 - reported by the test, not lost in the thread
-            errors.append(e)
+            self.error = e
 
-    long = [threading.Thread(target=long_turn, args=(p, 3000 + 50 * i))
+    def running(self) -> bool:
+        if self.error is not None:
+            raise AssertionError(f"a long turn failed: {self.error!r}")
+        return self.events > 0 and not self.finished
+
+    def release(self) -> None:
+        self.released.set()
+        self.thread.join(60)
+
+
+def balance(server, rank: int) -> dict:
+    return stats(server)["ranks"][rank]["balance"]
+
+
+def test_a_full_rank_holds_the_others_admissions(server):
+    """Two long turns fill rank 0 (two running requests: full) and keep it full until the test lets them go; a
+    turn on rank 1 meanwhile is held (rank 1 counts held steps, the turn gets no answer), and runs once they are
+    gone. Each step waits for its condition, none for a length of time."""
+    long = [LongTurn(server, p, list(range(3000 + 50 * i, 3040 + 50 * i)))
             for i, p in enumerate(on_rank(0, 2, prefix="full"))]
-    for t in long:
-        t.start()
+    answers: list = []
+    held = threading.Thread(target=lambda: answers.append(
+        turn(server, on_rank(1, 1, prefix="held")[0], list(range(9000, 9040)))), daemon=True)
     try:
-        views = []
-        for _ in range(600):  # until rank 1 has seen rank 0 full (counts cross within a step or two)
-            views.append([r["balance"]["counts"] for r in stats(server)["ranks"]])
-            if views[-1][1][0] == 2 or errors or not any(t.is_alive() for t in long):
-                break
-            time.sleep(0.05)
-        assert not errors, errors
-        assert views[-1][1][0] == 2, f"rank 1 never saw rank 0's two running requests; (rank 0, rank 1) views: " \
-                                     f"first {views[:3]}, last {views[-3:]}, turns alive {[t.is_alive() for t in long]}"
-        held_before = stats(server)["ranks"][1]["balance"]["held_steps"]
-        answer = turn(server, on_rank(1, 1, prefix="held")[0], list(range(9000, 9040)))
-        assert answer["usage"]["completion_tokens"] == 8  # it ran once rank 0 had room again
-        assert stats(server)["ranks"][1]["balance"]["held_steps"] > held_before
+        wait_for(lambda: all(t.running() for t in long),
+                 lambda: f"the long turns did not both stream (events {[t.events for t in long]})")
+        views: list = []  # rank 1's view of the counts (rank 0, rank 1), each time it is asked
+
+        def rank_1_sees_rank_0_full() -> bool:
+            views.append(balance(server, 1)["counts"])
+            return views[-1][0] == 2
+
+        wait_for(rank_1_sees_rank_0_full, lambda: f"rank 1 never saw rank 0's two running requests; its views: "
+                                                  f"first {views[:3]}, last {views[-3:]}")
+        held_before = balance(server, 1)["held_steps"]
+        held.start()
+        wait_for(lambda: balance(server, 1)["held_steps"] > held_before,
+                 lambda: f"rank 1 held no step for its new turn (held_steps {held_before}); answered: {answers}")
+        assert held.is_alive() and not answers, "rank 1 answered a turn while rank 0 was full"
+        assert all(t.running() for t in long), \
+            f"a long turn ended by itself ({LONG_TOKENS} tokens) before the check: raise LONG_TOKENS"
     finally:
         for t in long:
-            t.join()
-    assert not errors, errors
+            t.release()
+    wait_for(lambda: balance(server, 0)["counts"][0] == 0,
+             lambda: f"rank 0 still runs requests after their clients left: {balance(server, 0)['counts']}")
+    held.join(120)
+    assert not held.is_alive(), "the held turn did not finish within 120 s of rank 0 emptying"
+    assert answers[0]["usage"]["completion_tokens"] == 8  # it ran once rank 0 had room again

@@ -1,4 +1,5 @@
-"""Live replay against `continuum serve tiny` (one server for the module; the last test kills it)."""
+"""Live replay against `continuum serve tiny`: the run's shared server (tests/conftest.py); the test that kills
+it runs after every other test."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import time
 import httpx
 import pytest
 
-from continuum.serve.launch import ServerProcess
 from continuum_eval.live.replay import ReplayOptions, replay_sync
 from continuum_workloads import Program, Turn, write_trace
 
@@ -23,12 +23,9 @@ RESULT_KEYS = {"policy", "mode", "workload", "jps", "programs", "completed", "fa
                "makespan_s", "throughput_tok_s", "prefix_hit_rate", "pins", "sched_step_ms"}
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("replay") / "serve.log"
-    args = ["--max-model-len", "2048", "--block-size", "32", "--enable-prompt-tokens-details", "--enforce-eager"]
-    with ServerProcess("tiny", args, log_path=log) as proc:
-        yield proc
+@pytest.fixture
+def server(tiny_server):
+    return tiny_server
 
 
 def tiny_trace(n: int, turns: int = 3, tool_s: float = 0.3, prefix: str = "p") -> list[Program]:
@@ -49,7 +46,7 @@ def programs_seen(server) -> dict[str, dict]:
 
 def test_replay_cli_completes_with_token_exact_prompts(server, tmp_path):
     trace = tmp_path / "trace.jsonl"
-    write_trace(trace, tiny_trace(3))
+    write_trace(trace, tiny_trace(3, prefix="cli-p"))  # session ids of its own on the shared server
     out = tmp_path / "result.json"
     p = subprocess.run([sys.executable, "-m", "continuum.serve.cli", "replay", "--trace", str(trace), "--base-url",
                         server.base_url, "--jps", "2", "--out", str(out), "--seed", "5"],
@@ -72,7 +69,7 @@ def test_replay_cli_completes_with_token_exact_prompts(server, tmp_path):
     assert res["prefix_hit_rate"] > 0.5
     # One program per session id, each with all its turns.
     seen = programs_seen(server)
-    assert all(seen[f"p{i}"]["turns"] == 3 for i in range(3))
+    assert all(seen[f"cli-p{i}"]["turns"] == 3 for i in range(3))
 
 
 def test_replay_sends_hints_and_session_ids(server):
@@ -81,13 +78,14 @@ def test_replay_sends_hints_and_session_ids(server):
     assert res["completed"] == 2
     seen = programs_seen(server)
     assert seen["run2-h0"]["turns"] == 2 and seen["run2-h1"]["turns"] == 2
-    res = replay_sync(tiny_trace(1, turns=2, tool_s=0.0, prefix="x"),
+    res = replay_sync(tiny_trace(1, turns=2, tool_s=0.0, prefix="fit-x"),
                       ReplayOptions(base_url=server.base_url, jps=1, max_context=60, progress=False, hints=False))
     assert res["completed"] == 1 and res["per_program"][0]["prompt_tokens"][-1] + 4 <= 60  # fitted
 
 
-def test_replay_against_a_server_killed_mid_run(server):
-    """The last test of the module: it kills the shared server."""
+def test_replay_against_a_server_killed_mid_run(tiny_server_to_stop):
+    """Kills the shared server (so it runs last)."""
+    server = tiny_server_to_stop
     programs = tiny_trace(4, turns=4, tool_s=1.5, prefix="kill")
     box: dict = {}
 

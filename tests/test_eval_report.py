@@ -9,11 +9,13 @@ import sys
 import pytest
 
 from continuum_eval import cli as eval_cli
-from continuum_eval.live.bench import BenchConfig, BenchError, policy_args, server_flags
+from continuum_eval.live.replay import prepare_programs
+from continuum_eval.live.settings import BenchConfig, BenchError, policy_args, server_flags
 from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
-from continuum_eval.live.replay import fit_program, prepare_programs, scale_program, synthetic_ids
 from continuum_eval.results.report import format_ratios, format_table, ratios, write_report
 from continuum_workloads import Program, Turn, generate_swebench, write_trace
+from continuum_workloads.transforms import fit_program, scale_program
+from continuum_workloads.turn_plan import synthetic_ids
 
 RESULT_KEYS = {"policy", "mode", "workload", "jps", "programs", "completed", "failed", "jct_s", "ttft_s",
                "makespan_s", "throughput_tok_s", "prefix_hit_rate", "pins", "sched_step_ms"}

@@ -7,8 +7,9 @@ nothing.
 from __future__ import annotations
 
 from continuum_eval.sim.offline import build_scheduler, make_request, run_step
-from continuum.sched.phases import PhaseSwitch
+
 from continuum.policy.presets import resolve
+from continuum.sched.phases import PhaseSwitch
 from continuum.sched.scheduler import scheduler_for
 from tests.fake_clock import Clock
 
@@ -172,10 +173,10 @@ def test_best_effort_starvation_is_bounded():
 def test_backpressure_holds_a_lagging_stream_until_its_client_reads():
     s = make("fcfs", terms=["backpressure"], knobs={"backpressure.lag_tokens": 8})
     add(s, "r", tokens(100, 32), 100, session_id="R")
-    s.client_delivered("R", 0)
+    s.client_read_events("R", 0)
     decoded = [("r" in step(s).num_scheduled_tokens) for _ in range(20)]
     assert s.requests["r"].num_output_tokens == 8 and not any(decoded[-5:])  # capped at the lag
-    s.client_delivered("R", 8)
+    s.client_read_events("R", 8)
     assert "r" in step(s).num_scheduled_tokens  # caught up: it runs again
     plain = make("fcfs")
     add(plain, "r", tokens(100, 32), 100, session_id="R")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from continuum_eval.sim.offline import build_scheduler, make_request, run_step
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vllm.v1.request import RequestStatus
 
 from continuum.policy.config import ContinuumConfig
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
 from continuum.sched.scheduler import ContinuumScheduler
 
 BS = 32

@@ -1,25 +1,22 @@
-"""End to end: `continuum serve tiny` on the real vLLM engine, one server for the module."""
+"""End to end: `continuum serve tiny` on the real vLLM engine (the run's shared server, tests/conftest.py).
+
+A server's clean shutdown on SIGTERM is tested on the default model's server (tests/test_default_model.py),
+which stops anyway."""
 
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import httpx
 import pytest
 
-from continuum.serve.launch import ServerProcess
-
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("server") / "serve.log"
-    proc = ServerProcess("tiny", ["--max-model-len", "2048", "--block-size", "32", "--enforce-eager"], log_path=log)
-    with proc:
-        yield proc
+@pytest.fixture
+def server(tiny_server):
+    return tiny_server
 
 
 def post(server, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
@@ -123,14 +120,3 @@ def test_beam_search_with_patience_is_served_and_a_bad_patience_named(server):
     assert texts(plain) == texts(patient) and len(texts(plain)) == 2
     bad = post(server, "/v1/completions", {**beam, "vllm_xargs": {"patience": -1}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "vllm_xargs.patience"
-
-def test_sigterm_shuts_down_cleanly(server):
-    """Runs last in this module: stops the shared server."""
-    t0 = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    code = server.proc.wait(60)
-    assert code in (0, -signal.SIGTERM), code
-    assert time.monotonic() - t0 < 60
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(server.base_url + "/health", timeout=2)
-

@@ -8,7 +8,7 @@ import pytest
 
 from continuum_eval.sim.cli import main
 from continuum_workloads import generate_swebench, write_trace
-from continuum_eval.live.replay import scale_program
+from continuum_workloads.transforms import scale_program
 
 
 @pytest.fixture(scope="module")

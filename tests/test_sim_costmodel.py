@@ -76,9 +76,11 @@ def test_kv_pool_fits_in_memory():
 
 
 def test_profile_listing_names():
-    assert set(PROFILES) == {"h100-llama-3.1-8b", "a100-llama-3.1-8b", "h100x4-llama-3.1-70b", "cpu"}
+    assert set(PROFILES) == {"h100-llama-3.1-8b", "h200-llama-3.1-8b", "a100-llama-3.1-8b", "h100x4-llama-3.1-70b",
+                             "cpu"}
     rows = {r["name"]: r for r in listing()}
     assert rows["h100-llama-3.1-8b"]["examples_ms"]["decode_b1_ctx1k"] > 0
+    assert rows["h200-llama-3.1-8b"]["examples_ms"]["decode_b1_ctx1k"] > 0
     with pytest.raises(ValueError):
         get_profile("tpu-v9")
 

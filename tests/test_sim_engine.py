@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from continuum_eval.sim.cost.costmodel import LinearCostModel
-from continuum_eval.sim.engine.loop import Engine
-from continuum_eval.sim.engine.isolated import isolated_jct
 from continuum_eval.sim.cost.profiles import Profile, get_profile
+from continuum_eval.sim.engine.isolated import isolated_jct
+from continuum_eval.sim.engine.loop import Engine
 from continuum_eval.sim.run import simulate_result
 from continuum_workloads import Program, Turn, assign_arrivals, generate_swebench
-from continuum_eval.live.replay import scale_program
+from continuum_workloads.transforms import scale_program
 
 POLICIES = ("vllm", "continuum", "fixed", "preserve", "plas", "oracle")
 

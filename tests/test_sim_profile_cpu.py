@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 
 from continuum_eval.sim.cost.costmodel import LinearCostModel, StepBatch
-from continuum_eval.sim.fit.profile_cpu import ProfileError, _chunks, _features, _grid, _server_plan, fit, fit_server
+from continuum_eval.sim.fit.profile_cpu import (ProfileError, engine_grid, fit, fit_server, prefill_chunks, server_plan,
+                                                summed_features)
 
 
 def test_grid_covers_prefill_decode_and_mixed_batches():
     for quick in (True, False):
-        names = [s["name"] for s in _grid(quick)]
+        names = [s["name"] for s in engine_grid(quick)]
         assert any(n.startswith("prefill") for n in names)
         assert any(n.startswith("decode") for n in names)
         assert any(n.startswith("mixed") for n in names)
-        for s in _grid(quick):
+        for s in engine_grid(quick):
             assert all(n >= 1 and out >= 1 for _, n, out in s["reqs"])
 
 
@@ -38,16 +39,16 @@ def test_fit_recovers_a_known_engine_and_refuses_too_few_points():
 def test_server_fit_recovers_steps_and_client_overhead_and_skips_stalled_decodes():
     truth = LinearCostModel({"const": 0.002, "tokens": 2e-5, "seqs": 1.5e-3, "prefill_pairs": 5e-9})
     overhead = 0.005
-    decode, ttft = _server_plan(quick=False)
+    decode, ttft = server_plan(quick=False)
     obs = []
     for n in ttft:
-        chunks = _chunks(n, 2048)
-        obs.append({"kind": f"ttft{n}", "x": _features(chunks) + [1.0],
+        chunks = prefill_chunks(n, 2048)
+        obs.append({"kind": f"ttft{n}", "x": summed_features(chunks) + [1.0],
                     "seconds": overhead + sum(truth.step_time(c) for c in chunks)})
     for b, n in decode:
         batch = StepBatch.decode([n + 64] * b)
         for seconds in (truth.step_time(batch), 0.0, 0.0):  # two stalled repetitions
-            obs.append({"kind": f"decode{b}x{n}", "x": _features([batch]) + [0.0], "seconds": seconds})
+            obs.append({"kind": f"decode{b}x{n}", "x": summed_features([batch]) + [0.0], "seconds": seconds})
     model, fitted_overhead = fit_server(obs, {"model": "test"})
     assert fitted_overhead == pytest.approx(overhead, rel=1e-3)
     assert model.meta["fit_median_rel_err"] < 1e-3

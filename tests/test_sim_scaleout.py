@@ -8,8 +8,7 @@ import pytest
 
 from continuum.cluster.affinity import home_of
 from continuum_eval.sim.cli import main as sim_main
-from continuum_eval.sim.engine.cluster import ReplicaSim
-from continuum_eval.sim.engine.lockstep import LockstepSim
+from continuum_eval.sim.engine.loop import EventLoop
 from continuum_eval.sim.run import simulate_result
 from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
 from continuum_workloads import assign_arrivals, write_trace
@@ -21,19 +20,20 @@ def progs(rate: float = 2.0, n: int = N):
     return assign_arrivals(small_programs(n), rate, seed=1)
 
 
-def run(cls, n_engines: int, router: str, profile=None, policy: str = "continuum", **overrides):
-    sim = cls(progs(), policy, profile or hand_profile(num_blocks=200), n_engines, router, seed=0,
-              policy_overrides=overrides)
+def run(n_engines: int, router: str, profile=None, policy: str = "continuum", lockstep: bool = False,
+        programs=None, **overrides) -> EventLoop:
+    sim = EventLoop(progs() if programs is None else programs, policy, profile or hand_profile(num_blocks=200),
+                    engines=n_engines, router=router, lockstep=lockstep, seed=0, policy_overrides=overrides)
     return sim.run()
 
 
 def test_session_routing_keeps_each_program_on_its_home_replica():
-    sim = run(ReplicaSim, 3, "session")
-    assert sim.moves == 0
+    sim = run(3, "session")
+    assert sim.dispatch.moves == 0
     assert all(sp.done and not sp.record.failed for sp in sim.progs)
     assert all(all_blocks_free(e) for e in sim.engines)
     homes = {home_of(sp.id, 3) for sp in sim.progs}
-    assert {i for i in range(3) if sim.turns_to[i]} == homes
+    assert {i for i in range(3) if sim.dispatch.turns_to[i]} == homes
 
 
 def test_round_robin_scatters_turns_and_loses_prefix_hits():
@@ -46,14 +46,19 @@ def test_round_robin_scatters_turns_and_loses_prefix_hits():
 
 
 def test_session_load_spills_only_where_a_home_is_overloaded():
-    sim = run(ReplicaSim, 2, "session-load")
-    assert sim.moves <= sim.router.spills
-    assert all(sp.done for sp in sim.progs)
+    # Twenty programs whose sessions all hash to engine 0, arriving together: the home piles up and turns spill to
+    # engine 1 (a first turn placed there is no move); a later turn moves only when its engine is overloaded.
+    homed = [p for p in small_programs(80) if home_of(p.id, 2) == 0][:20]
+    sim = run(2, "session-load", programs=assign_arrivals(homed, 20.0, seed=1))
+    assert 0 < sim.dispatch.moves <= sim.dispatch.spills
+    assert sim.dispatch.turns_to[1] > 0  # only spills reach engine 1
+    assert all(sp.done and not sp.record.failed for sp in sim.progs)
+    assert all(all_blocks_free(e) for e in sim.engines)
 
 
 def test_lockstep_ranks_wait_for_the_slowest():
-    free = run(ReplicaSim, 2, "session-load")
-    locked = run(LockstepSim, 2, "session-load")
+    free = run(2, "session-load")
+    locked = run(2, "session-load", lockstep=True)
     assert all(sp.done for sp in locked.progs) and all(all_blocks_free(e) for e in locked.engines)
     assert len({e.clock.now for e in locked.engines}) == 1  # one clock
     busy_free = sum(e.stats.busy_s for e in free.engines)
@@ -66,7 +71,7 @@ def test_balance_holds_admissions_in_lockstep_only_when_on():
     profile.max_num_seqs = 2  # a rank is full with two running requests
     held = {}
     for balance in ("off", "any-full"):
-        sim = run(LockstepSim, 2, "session-load", profile=profile, balance=balance,
+        sim = run(2, "session-load", profile=profile, lockstep=True, balance=balance,
                   knobs={"any-full.headroom": 0})
         assert all(sp.done and not sp.record.failed for sp in sim.progs)
         held[balance] = sum(sim.state()["held_steps_per_rank"])

@@ -124,7 +124,7 @@ def test_ten_thousand_programs_leave_nothing_behind():
     s = soak.s
     while s.has_requests():
         run_step(s)
-    soak.now += 2 * s.continuum.idle_end_s + 1.0  # past every idle timeout and the once-a-second scan
+    soak.now += 2 * s.config.idle_end_s + 1.0  # past every idle timeout and the once-a-second scan
     run_step(s)
     assert all(p.ended for p in s.programs.all())
     pool = s.kv_cache_manager.block_pool

@@ -46,7 +46,7 @@ def test_set_tool_redecides_the_pin_with_that_tools_history():
     now = [0.0]
     s.clock = lambda: now[0]
     for _ in range(3):  # a slow tool on record: fixed mode does not pin tools slower than 2 s on average
-        s.ttl.observe_tool("pytest", 30.0)
+        s.retention.observe_tool("pytest", 30.0)
     s.add_request(make_request("a1", list(range(100, 300)), 4, session_id="A", tool="ls"))
     while s.has_requests():
         run_step(s)

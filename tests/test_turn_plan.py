@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from continuum_workloads import Program, Turn
-from continuum_workloads.turn_plan import VOCAB, fit_program, plan_turn, scale_program, synthetic_ids
+from continuum_workloads import Program, Turn, transforms
+from continuum_workloads.transforms import fit_program, scale_program
+from continuum_workloads.turn_plan import VOCAB, plan_turn, synthetic_ids
 
 
 def program() -> Program:
@@ -36,12 +37,17 @@ def test_scale_and_fit_keep_the_shape():
 
 
 def test_the_simulator_plans_turns_without_the_live_replay():
-    code = ("import sys, continuum_eval.sim.run, continuum_eval.sim.engine.entities as e, continuum_workloads.turn_plan as tp; "
+    code = ("import sys, continuum_eval.sim.run, continuum_eval.sim.engine.entities as e, "
+            "continuum_workloads.turn_plan as tp; "
             "assert 'continuum_eval.live.replay' not in sys.modules, 'simulator imports the live replay'; "
-            "assert e.synthetic_ids is tp.synthetic_ids; print('ok')")
+            "assert e.plan_turn is tp.plan_turn; print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-2000:]
-    # The old names stay importable from the replay.
+    # The replay and the simulator plan turns and shape traces with the same functions, those of workloads.
     from continuum_eval.live import replay
+    from continuum_eval.sim import cli as sim_cli, run as sim_run
+    from continuum_eval.sim.engine import entities
 
-    assert replay.fit_program is fit_program and replay.synthetic_ids is synthetic_ids
+    assert replay.plan_turn is entities.plan_turn is plan_turn
+    assert replay.shape_programs is sim_cli.shape_programs is transforms.shape_programs
+    assert sim_run.fit_program is fit_program is transforms.fit_program

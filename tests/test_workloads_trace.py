@@ -10,7 +10,7 @@ import pytest
 
 from continuum_workloads.arrivals import assign_arrivals, poisson_arrival_times
 from continuum_workloads.stats import dist, format_stats, tail_share, trace_stats
-from continuum_workloads.trace import Program, TraceError, Turn, parse_program, read_trace, write_trace
+from continuum_workloads.trace import TraceError, Turn, parse_program, read_trace, write_trace
 
 EXAMPLE = {"id": "swe-00012", "workload": "swebench", "arrival_s": None,
            "turns": [{"new_input_tokens": 1234, "output_tokens": 180, "tool": "grep", "tool_s": 0.42},

@@ -1,4 +1,4 @@
-"""Agent workloads: the trace format, generators (SWE-bench, BFCL), importers and arrivals.
+"""Agent workloads: the trace format, generators (SWE-bench, BFCL), importers, arrivals and transforms.
 
 Pure Python + numpy + pydantic; imports neither vLLM nor the other Continuum packages.
 """
@@ -9,7 +9,9 @@ from continuum_workloads.importers import import_mooncake, import_trace
 from continuum_workloads.stats import TraceStats, format_stats, trace_stats
 from continuum_workloads.swebench import generate_swebench, iter_swebench
 from continuum_workloads.tokens import approx_counter, tokenizer_counter
-from continuum_workloads.trace import Message, Program, TraceError, Turn, iter_trace, parse_program, read_trace, write_trace
+from continuum_workloads.transforms import fit_program, scale_program, shape_programs
+from continuum_workloads.trace import (Message, Program, TraceError, Turn, iter_trace, load_programs, parse_program,
+                                       read_trace, write_trace)
 
 __all__ = [
     "Message",
@@ -19,6 +21,7 @@ __all__ = [
     "parse_program",
     "iter_trace",
     "read_trace",
+    "load_programs",
     "write_trace",
     "assign_arrivals",
     "poisson_arrival_times",
@@ -33,4 +36,7 @@ __all__ = [
     "TraceStats",
     "tokenizer_counter",
     "approx_counter",
+    "scale_program",
+    "fit_program",
+    "shape_programs",
 ]

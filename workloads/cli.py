@@ -21,7 +21,7 @@ from continuum_workloads.importers import FORMATS, import_trace
 from continuum_workloads.stats import format_stats, trace_stats
 from continuum_workloads.swebench import iter_swebench
 from continuum_workloads.tokens import tokenizer_counter
-from continuum_workloads.trace import Program, TraceError, read_trace, write_trace
+from continuum_workloads.trace import Program, TraceError, load_programs, write_trace
 
 __all__ = ["WORKLOADS", "TraceVerb", "add_trace_parser", "run_trace", "main"]
 
@@ -118,9 +118,7 @@ def _gen(args: argparse.Namespace, default_tokenizer: str | None) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    if not Path(args.file).is_file():
-        raise UsageError(f"no such trace file: {args.file}")
-    s = trace_stats(read_trace(args.file))
+    s = trace_stats(load_programs(args.file, allow_empty=True))
     print(json.dumps(s.model_dump(), indent=2) if args.json else format_stats(s))
     return 0
 

@@ -24,14 +24,13 @@ that aiperf's ``mooncake_trace`` dataset reads), one request per line::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from continuum_workloads.trace import Program, TraceError, Turn
+from continuum_workloads.trace import Program, TraceError, Turn, iter_lines, parse_json_line
 
 __all__ = ["MooncakeRow", "FORMATS", "read_mooncake_rows", "import_mooncake", "import_trace"]
 
@@ -61,24 +60,14 @@ class _Session:
 def read_mooncake_rows(path: str | Path) -> Iterator[tuple[int, MooncakeRow]]:
     """(line number, row) for each non-blank line; a bad line raises a TraceError naming line and field."""
     p = str(path)
-    try:
-        fh = open(p, encoding="utf-8")
-    except OSError as e:
-        raise TraceError(f"cannot read trace: {e.strerror}", path=p) from None
-    with fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise TraceError(f"invalid JSON: {e.msg} (character {e.pos + 1})", path=p, line=lineno) from None
-            try:
-                yield lineno, MooncakeRow.model_validate(obj)
-            except ValidationError as e:
-                err = e.errors(include_url=False)[0]
-                name = ".".join(str(x) for x in err["loc"]) or "<row>"
-                raise TraceError(f"field {name}: {err['msg']}", path=p, line=lineno, field=name) from None
+    for lineno, text in iter_lines(p):
+        obj = parse_json_line(text, line=lineno, path=p)
+        try:
+            yield lineno, MooncakeRow.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            name = ".".join(str(x) for x in err["loc"]) or "<row>"
+            raise TraceError(f"field {name}: {err['msg']}", path=p, line=lineno, field=name) from None
 
 
 def _sessions(rows: Iterator[tuple[int, MooncakeRow]]) -> list[_Session]:

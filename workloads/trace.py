@@ -29,9 +29,12 @@ __all__ = [
     "Turn",
     "Program",
     "TraceError",
+    "parse_json_line",
     "parse_program",
+    "iter_lines",
     "iter_trace",
     "read_trace",
+    "load_programs",
     "write_trace",
     "program_to_json",
 ]
@@ -168,12 +171,17 @@ def _describe(err: ValidationError) -> tuple[str, str]:
     return field or "<program>", msg
 
 
-def parse_program(text: str, *, line: int | None = None, path: str | None = None) -> Program:
-    """Parse one JSONL line into a Program or raise a TraceError naming line and field."""
+def parse_json_line(text: str, *, line: int | None = None, path: str | None = None) -> Any:
+    """One JSONL line's value, or a TraceError naming the line and the character where the JSON breaks."""
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise TraceError(f"invalid JSON: {e.msg} (character {e.pos + 1})", path=path, line=line) from None
+
+
+def parse_program(text: str, *, line: int | None = None, path: str | None = None) -> Program:
+    """Parse one JSONL line into a Program or raise a TraceError naming line and field."""
+    obj = parse_json_line(text, line=line, path=path)
     if not isinstance(obj, dict):
         raise TraceError("a line must be a JSON object (one program)", path=path, line=line)
     try:
@@ -183,29 +191,47 @@ def parse_program(text: str, *, line: int | None = None, path: str | None = None
         raise TraceError(f"field {field}: {msg}", path=path, line=line, field=field) from None
 
 
-def iter_trace(path: str | Path) -> Iterator[Program]:
-    """Stream programs from a JSONL trace; blank lines are skipped, ids must be unique."""
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a JSONL file (a trace, or a format it is imported from); a
+    file that cannot be read is a TraceError."""
     p = str(path)
-    seen: dict[str, int] = {}
     try:
         fh = open(p, encoding="utf-8")
     except OSError as e:
         raise TraceError(f"cannot read trace: {e.strerror}", path=p) from None
     with fh:
         for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            prog = parse_program(text, line=lineno, path=p)
-            if prog.id in seen:
-                raise TraceError(f"field id: duplicate program id {prog.id!r} (first on line {seen[prog.id]})",
-                                 path=p, line=lineno, field="id")
-            seen[prog.id] = lineno
-            yield prog
+            if text.strip():
+                yield lineno, text
+
+
+def iter_trace(path: str | Path) -> Iterator[Program]:
+    """Stream programs from a JSONL trace; blank lines are skipped, ids must be unique."""
+    p = str(path)
+    seen: dict[str, int] = {}
+    for lineno, text in iter_lines(p):
+        prog = parse_program(text, line=lineno, path=p)
+        if prog.id in seen:
+            raise TraceError(f"field id: duplicate program id {prog.id!r} (first on line {seen[prog.id]})",
+                             path=p, line=lineno, field="id")
+        seen[prog.id] = lineno
+        yield prog
 
 
 def read_trace(path: str | Path) -> list[Program]:
     """Read and validate a whole JSONL trace."""
     return list(iter_trace(path))
+
+
+def load_programs(path: str | Path, limit: int | None = None, *, allow_empty: bool = False) -> list[Program]:
+    """The programs a command runs on: the trace at ``path`` (its first ``limit`` programs). Every command that
+    takes ``--trace`` loads it here, so a missing or empty file reads the same everywhere (a TraceError)."""
+    if not Path(path).is_file():
+        raise TraceError("cannot read trace: no such trace file", path=str(path))
+    programs = read_trace(path)
+    if not programs and not allow_empty:
+        raise TraceError("the trace has no programs", path=str(path))
+    return programs[:limit] if limit else programs
 
 
 def program_to_json(program: Program) -> str:

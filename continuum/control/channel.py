@@ -2,7 +2,9 @@
 
 vLLM runs the scheduler in its own process and offers no hook to reach it, so the scheduler binds a ZeroMQ
 REP socket on an ipc address chosen by `continuum serve`; the HTTP layer asks it for stats and session state
-and tells it when a session ends. Messages are small JSON objects: {"op": ..., ...} -> {"ok": bool, ...}.
+and tells it when a session ends. Messages are small JSON objects, {"op": ..., ...} -> {"ok": bool, ...}, built
+and read through `continuum.control.messages`: the server hands its handler the decoded object, the client
+sends a typed request and returns the typed reply.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Callable
+from typing import Callable
 
 import zmq
 import zmq.asyncio
+
+from continuum.control.messages import ControlReply, ControlRequest, ErrorReply, parse_reply
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict], dict]
@@ -53,7 +57,7 @@ class ControlServer:
             reply = self._handler(json.loads(raw))
         except Exception as exc:  # a bad message must not kill the engine
             log.exception("control message failed")
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            reply = ErrorReply(f"{type(exc).__name__}: {exc}").to_wire()
         return json.dumps(reply, default=str).encode()
 
     def close(self, timeout_s: float = 1.0) -> None:
@@ -70,14 +74,15 @@ class ControlClient:
         self.timeout_ms = int(timeout_s * 1000)
         self._ctx = zmq.asyncio.Context.instance()
 
-    async def call(self, op: str, **fields: Any) -> dict:
+    async def call(self, request: ControlRequest) -> ControlReply:
+        """The engine's reply; `TimeoutError` if it does not answer within the timeout."""
         sock = self._ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.address)
         try:
-            await sock.send(json.dumps({"op": op, **fields}).encode())
+            await sock.send(json.dumps(request.to_wire()).encode())
             if not await sock.poll(self.timeout_ms):
-                raise TimeoutError(f"engine did not answer control op {op!r} in time")
-            return json.loads(await sock.recv())
+                raise TimeoutError(f"engine did not answer control op {request.op!r} in time")
+            return parse_reply(json.loads(await sock.recv()))
         finally:
             sock.close(linger=0)

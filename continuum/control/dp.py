@@ -2,13 +2,14 @@
 
 With ``--data-parallel-size N`` vLLM runs N engine-core processes, each with its own scheduler (and so its own
 programs, pins and predictor). Each rank binds the control channel at its own address (`rank_address`), and the
-HTTP layer talks to all of them through `DPControlClient`, which has the same ``call(op, ...)`` as
+HTTP layer talks to all of them through `DPControlClient`, which has the same ``call(request)`` as
 `continuum.control.channel.ControlClient`:
 
 - ``stats``: asked of every rank and merged (`merge_stats`): programs listed with their ``rank``, counters
   summed, per-rank views under ``ranks``;
-- session ops (``session``, ``end``, ``tool``, ``delivered``): sent to every rank; the rank that knows the
-  program answers (a program lives on one rank: `continuum.http.dp_affinity` keeps it there), the others say 404.
+- session ops (``session``, ``end``, ``tool``, ``delivered``, ``disconnect``): sent to every rank; the rank that
+  knows the program answers (a program lives on one rank: `continuum.http.dp_affinity` keeps it there), the others
+  say 404.
 """
 
 from __future__ import annotations
@@ -16,21 +17,32 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from vllm.config import ParallelConfig
+
 from continuum.control.channel import ControlClient
+from continuum.control.messages import (
+    NOT_FOUND,
+    UNAVAILABLE,
+    ControlReply,
+    ControlRequest,
+    ErrorReply,
+    OkReply,
+    Stats,
+    StatsQuery,
+)
 
 
-def dp_rank_and_size(sched: Any) -> tuple[int, int]:
-    """(rank, size) of the data-parallel group a scheduler runs in ((0, 1) without one).
+def dp_rank_and_size(parallel_config: ParallelConfig | None, dp_size: int) -> tuple[int, int]:
+    """(rank, size) of the data-parallel group a scheduler runs in ((0, ``dp_size``) without a vLLM config).
 
     vLLM runs the ranks of a dense model as independent engines (their ``data_parallel_size`` is reset to 1;
     ``data_parallel_index`` keeps the rank), so the size comes from `continuum serve` (``dp_size``) as well."""
-    pc = getattr(getattr(sched, "vllm_config", None), "parallel_config", None)
-    cfg_size = getattr(getattr(sched, "continuum", None), "dp_size", 1)
+    pc = parallel_config
     if pc is None:
-        return 0, cfg_size
-    rank = getattr(pc, "data_parallel_index", None)
+        return 0, dp_size
+    rank = getattr(pc, "data_parallel_index", None)  # newer vLLM only
     rank = pc.data_parallel_rank if rank is None else rank
-    return int(rank or 0), max(int(pc.data_parallel_size or 1), int(cfg_size or 1))
+    return int(rank or 0), max(int(pc.data_parallel_size or 1), int(dp_size or 1))
 
 
 def rank_address(base: str, rank: int, size: int) -> str:
@@ -47,9 +59,9 @@ def _sum_numbers(dicts: list[dict]) -> dict:
     return out
 
 
-def merge_stats(per_rank: list[dict]) -> dict:
+def merge_stats(per_rank: list[Stats]) -> Stats:
     """One `/continuum/stats` view of every rank's stats (rank order)."""
-    merged = dict(per_rank[0])
+    merged = per_rank[0].copy()
     merged["programs"] = [{**p, "rank": r} for r, s in enumerate(per_rank) for p in s.get("programs", [])]
     merged["num_programs"] = sum(s.get("num_programs", 0) for s in per_rank)
     merged["pins"] = _sum_numbers([s.get("pins", {}) for s in per_rank])
@@ -73,25 +85,27 @@ class DPControlClient:
         self.size = size
         self.clients = [ControlClient(rank_address(base, r, size), timeout_s) for r in range(size)]
 
-    async def _all(self, op: str, **fields: Any) -> list[dict | BaseException]:
-        return await asyncio.gather(*(c.call(op, **fields) for c in self.clients), return_exceptions=True)
+    async def _all(self, request: ControlRequest) -> list[ControlReply | BaseException]:
+        return await asyncio.gather(*(c.call(request) for c in self.clients), return_exceptions=True)
 
-    async def call(self, op: str, **fields: Any) -> dict:
-        replies = await self._all(op, **fields)
-        answered = [(r, rep) for r, rep in enumerate(replies) if isinstance(rep, dict)]
+    async def call(self, request: ControlRequest) -> ControlReply:
+        replies = await self._all(request)
+        answered = [(r, rep) for r, rep in enumerate(replies) if isinstance(rep, (OkReply, ErrorReply))]
         if not answered:
-            raise TimeoutError(f"no data-parallel rank answered control op {op!r} in time")
-        if op == "stats":
+            raise TimeoutError(f"no data-parallel rank answered control op {request.op!r} in time")
+        if isinstance(request, StatsQuery):
             if len(answered) < self.size:
                 missing = sorted(set(range(self.size)) - {r for r, _ in answered})
-                return {"ok": False, "status": 503, "error": f"ranks {missing} did not answer"}
-            return {"ok": True, "stats": merge_stats([rep["stats"] for _, rep in answered])}
+                return ErrorReply(f"ranks {missing} did not answer", UNAVAILABLE)
+            stats = [rep.stats for _, rep in answered if isinstance(rep, OkReply) and rep.stats is not None]
+            failed = [rep for _, rep in answered if isinstance(rep, ErrorReply)]
+            if len(stats) < self.size:
+                return failed[0] if failed else ErrorReply("a rank answered without stats", UNAVAILABLE)
+            return OkReply(stats=merge_stats(stats))
         for rank, rep in answered:
-            if rep.get("ok"):
-                if isinstance(rep.get("session"), dict):
-                    rep["session"]["rank"] = rank
-                return rep
-        not_found = [rep for _, rep in answered if rep.get("status") == 404]
+            if isinstance(rep, OkReply):
+                return OkReply(session={**rep.session, "rank": rank}) if rep.session is not None else rep
+        not_found = [rep for _, rep in answered if isinstance(rep, ErrorReply) and rep.status == NOT_FOUND]
         return not_found[0] if len(not_found) == len(answered) else answered[0][1]
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from continuum.cluster.affinity import SessionAffinity
-from continuum.http.middleware import PROGRAM_PATHS, parse_json, program_of, read_body, replaying
+from continuum.http.middleware import PROGRAM_PATHS, parse_json, program_id_of, read_body, replaying
 from continuum.policy.config import ContinuumConfig
 
 RANK_HEADER = b"x-data-parallel-rank"
@@ -43,7 +43,7 @@ class DPAffinityMiddleware:
         if method != "POST" or path not in PROGRAM_PATHS or any(k.lower() == RANK_HEADER for k, _ in headers):
             return await self.app(scope, receive, send)
         raw, more = await read_body(receive)
-        rank = self.affinity.pick(program_of(scope, parse_json(raw)), self.in_flight)
+        rank = self.affinity.pick(program_id_of(scope, parse_json(raw)), self.in_flight)
         scope = {**scope, "headers": [*headers, (RANK_HEADER, str(rank).encode())]}
         self.in_flight[rank] += 1
         done = False

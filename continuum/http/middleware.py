@@ -21,16 +21,17 @@ from typing import Any, Awaitable, Callable
 
 from starlette.datastructures import Headers
 
-from continuum.http import beam_patience
-from continuum.http.keys import Keys
-from continuum.policy.config import ContinuumConfig
 from continuum.control.channel import ControlClient
 from continuum.control.dp import DPControlClient, control_client
+from continuum.control.messages import OkReply, StatsQuery
+from continuum.http import beam_patience
+from continuum.http.keys import Keys
 from continuum.http.metrics import ContinuumCollector
 from continuum.http.routes import error_body
-from continuum.tenancy import ANONYMOUS, Caller
 from continuum.http.turn_watch import TurnWatch
 from continuum.http.validation import BadRequest, check_completion_request, check_session_id
+from continuum.policy.config import ContinuumConfig
+from continuum.tenancy import ANONYMOUS, Caller
 
 __all__ = ["ContinuumMiddleware", "BadRequest", "check_completion_request", "check_session_id"]
 
@@ -111,7 +112,7 @@ class ContinuumMiddleware:
                 raw = json.dumps(body).encode()
                 scope = with_header(scope, b"content-length", str(len(raw)).encode())
         receive = replaying(raw, more, receive)
-        program = program_of(scope, body) if program_path and self.control is not None else None
+        program = program_id_of(scope, body) if program_path and self.control is not None else None
         if program is not None:
             watch = TurnWatch(self.control, program, read_tool=not has_tool_hint(body),
                               count_events=self.count_events and isinstance(body, dict) and body.get("stream") is True)
@@ -134,11 +135,11 @@ class ContinuumMiddleware:
         if self.state.collector is None:
             return
         try:
-            reply = await self.quick.call("stats")
+            reply = await self.quick.call(StatsQuery())
         except TimeoutError:
             return  # the last values stand
-        if reply.get("ok"):
-            self.state.collector.update(reply["stats"])
+        if isinstance(reply, OkReply) and reply.stats is not None:
+            self.state.collector.update(reply.stats)
 
 
 def qualify_body(body: dict, who: Caller, salt: bool = False) -> bool:
@@ -156,7 +157,7 @@ def qualify_body(body: dict, who: Caller, salt: bool = False) -> bool:
     return changed
 
 
-def program_of(scope: Scope, body: Any) -> str | None:
+def program_id_of(scope: Scope, body: Any) -> str | None:
     """The program id vLLM will read, in vLLM's order: body ``session_id``, header, ``vllm_xargs.session_id``."""
     if isinstance(body, dict) and isinstance(body.get("session_id"), str) and body["session_id"]:
         return body["session_id"]

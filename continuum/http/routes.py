@@ -8,14 +8,24 @@ list the caller's own sessions (an admin key sees all of them, qualified by tena
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.convertors import Convertor, register_url_convertor
 
-from continuum.tenancy import Caller, split
+from continuum.control.messages import (
+    NOT_FOUND,
+    UNAVAILABLE,
+    ControlReply,
+    ControlRequest,
+    EndSession,
+    ErrorReply,
+    SessionQuery,
+    StatsQuery,
+)
 from continuum.http.validation import BadRequest, check_session_id
+from continuum.tenancy import Caller, split
 
 
 class SessionIdPath(Convertor):
@@ -51,17 +61,17 @@ def _unauthorized() -> JSONResponse:
     return JSONResponse({"error": "Unauthorized"}, status_code=401)  # vLLM's own answer for /v1
 
 
-async def _ask(request: Request, op: str, **fields: Any) -> dict | JSONResponse:
+async def _ask(request: Request, message: ControlRequest) -> ControlReply | JSONResponse:
     control = request.app.state.continuum.control
     if control is None:
-        return error(503, "the Continuum scheduler is not loaded")
+        return error(UNAVAILABLE, "the Continuum scheduler is not loaded")
     try:
-        return await control.call(op, **fields)
+        return await control.call(message)
     except TimeoutError as exc:
-        return error(503, str(exc))
+        return error(UNAVAILABLE, str(exc))
 
 
-async def _session_op(request: Request, op: str, session_id: str) -> JSONResponse:
+async def _session_op(request: Request, op: Callable[[str], SessionQuery], session_id: str) -> JSONResponse:
     who = request.app.state.continuum.keys.caller(request.headers)
     if who is None:
         return _unauthorized()
@@ -69,24 +79,25 @@ async def _session_op(request: Request, op: str, session_id: str) -> JSONRespons
         check_session_id(session_id, "session_id")
     except BadRequest as exc:
         return error(400, str(exc), exc.param)
-    reply = await _ask(request, op, id=who.program_for(session_id))
+    reply = await _ask(request, op(who.program_for(session_id)))
     if isinstance(reply, JSONResponse):
         return reply
-    if not reply.get("ok"):  # unknown here, or another tenant's: the same answer
-        return error(int(reply.get("status", 404)), f"unknown session {session_id!r}", "session_id")
-    return JSONResponse(shown_state(who, reply["session"]))
+    if isinstance(reply, ErrorReply) or reply.session is None:  # unknown here, or another tenant's: the same
+        status = reply.status if isinstance(reply, ErrorReply) and reply.status is not None else NOT_FOUND
+        return error(status, f"unknown session {session_id!r}", "session_id")
+    return JSONResponse(shown_state(who, dict(reply.session)))
 
 
 @router.get("/v1/sessions/{session_id:session_id}")
 async def session_state(session_id: str, request: Request) -> JSONResponse:
     """Pinned blocks, TTL, expiry and turns of one of the caller's sessions."""
-    return await _session_op(request, "session", session_id)
+    return await _session_op(request, SessionQuery, session_id)
 
 
 @router.post("/v1/sessions/{session_id:session_id}/end")
 async def end_session(session_id: str, request: Request) -> JSONResponse:
     """End one of the caller's sessions now: its pin is released."""
-    return await _session_op(request, "end", session_id)
+    return await _session_op(request, EndSession, session_id)
 
 
 @router.get("/continuum/stats")
@@ -95,12 +106,14 @@ async def stats(request: Request) -> JSONResponse:
     who = request.app.state.continuum.keys.caller(request.headers)
     if who is None:
         return _unauthorized()
-    reply = await _ask(request, "stats")
+    reply = await _ask(request, StatsQuery())
     if isinstance(reply, JSONResponse):
         return reply
-    if not reply.get("ok"):  # e.g. a data-parallel rank that did not answer
-        return error(int(reply.get("status", 503)), reply.get("error", "the scheduler gave no stats"))
-    return JSONResponse(stats_for(who, reply["stats"]))
+    if isinstance(reply, ErrorReply) or reply.stats is None:  # e.g. a data-parallel rank that did not answer
+        status = reply.status if isinstance(reply, ErrorReply) and reply.status is not None else UNAVAILABLE
+        message = reply.error if isinstance(reply, ErrorReply) and reply.error else "the scheduler gave no stats"
+        return error(status, message)
+    return JSONResponse(stats_for(who, dict(reply.stats)))
 
 
 def shown_state(who: Caller, state: dict) -> dict:

@@ -17,6 +17,8 @@ import asyncio
 from typing import Awaitable, Callable
 
 from continuum.control.channel import ControlClient
+from continuum.control.dp import DPControlClient
+from continuum.control.messages import ClientGone, EventsRead, SessionQuery, ToolChosen
 from continuum.http.tool_names import ResponseToolReader
 
 Receive = Callable[[], Awaitable[dict]]
@@ -30,7 +32,8 @@ def sse_events(chunk: bytes) -> int:
 
 
 class TurnWatch:
-    def __init__(self, control: ControlClient, program: str, read_tool: bool, count_events: bool) -> None:
+    def __init__(self, control: ControlClient | DPControlClient, program: str, read_tool: bool,
+                 count_events: bool) -> None:
         self.control = control
         self.program = program
         self.reader = ResponseToolReader() if read_tool else None
@@ -74,18 +77,18 @@ class TurnWatch:
             due = self.events - self.reported >= REPORT_EVERY or (last and self.events > self.reported)
             if due and (self.report is None or self.report.done()):  # else the next report says more
                 self.reported = self.events
-                self.report = asyncio.create_task(self._tell("delivered", tokens=self.events))
+                self.report = asyncio.create_task(self._tell(EventsRead(self.program, self.events)))
         if last:
             if self.reader is not None and (tool := self.reader.tool()):
-                await self._tell("tool", tool=tool)
+                await self._tell(ToolChosen(self.program, tool))
 
     async def _client_gone(self) -> None:
         if not self.gone and not self.done:  # after a complete answer, the turn finished: nothing to say
             self.gone = True
-            await self._tell("disconnect")
+            await self._tell(ClientGone(self.program))
 
-    async def _tell(self, op: str, **fields: object) -> None:
+    async def _tell(self, message: SessionQuery) -> None:
         try:
-            await self.control.call(op, id=self.program, **fields)
+            await self.control.call(message)
         except TimeoutError:
             pass  # advice only: the scheduler's own decision stands

@@ -54,6 +54,25 @@ def is_vllm(policy: str) -> bool:
     return PRESETS[name].settings is None
 
 
+def parse_policies(text: str, **overrides: Any) -> list[str]:
+    """The policies of a comma list (``vllm,continuum/preserve``), each checked before anything runs: a known
+    preset, a TTL mode only on a Continuum one, and ``overrides`` (component settings, which apply to every
+    Continuum policy and never to vLLM's own scheduler) valid for each. Raises ConfigError naming the policy."""
+    policies = [p.strip() for p in text.split(",") if p.strip()]
+    if not policies:
+        raise ConfigError("give at least one policy")
+    for policy in policies:
+        if is_vllm(policy):
+            if "/" in policy:
+                raise ConfigError(f"policy {policy!r}: vLLM's own scheduler has no TTL mode")
+            continue
+        try:
+            resolve(policy, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"policy {policy!r}: {exc}") from None
+    return policies
+
+
 def resolve(policy: str, **overrides: Any) -> ContinuumConfig | None:
     """The settings of a named policy (None: vLLM's own scheduler); ``overrides`` (ContinuumConfig fields) win.
 

@@ -15,24 +15,29 @@ work with aging, under the ``srpt`` ordering), strictly: a program that does not
 so the aging that moves it forward is enough to bound every wait. With no program admitted, the head is admitted
 whatever its size, so a program larger than the pool still runs (alone). Requests without a program are never
 held.
+
+Admission reads the scheduler through `continuum.sched.view.SchedulerView`; when it may have moved a program
+through the door, ``step`` says so and the scheduler re-sorts its waiting queue.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from vllm.v1.request import Request
 
 from continuum.policy.config import ContinuumConfig
+from continuum.sched.classes import Classes
 from continuum.sched.programs import Program
+from continuum.sched.view import SchedulerView
 
 
 class OpenAdmission:
     enabled = False
 
-    def __init__(self, cfg: ContinuumConfig, sched: Any) -> None:
-        self.sched = sched
+    def __init__(self, cfg: ContinuumConfig, view: SchedulerView, classes: Classes) -> None:
+        self.view = view
+        self.classes = classes  # latency-sensitive programs skip the door
 
     def held(self, request: Request) -> int:
         return 0
@@ -47,8 +52,9 @@ class OpenAdmission:
         """Whether the program's working set is set aside in the admission budget."""
         return False
 
-    def step(self) -> None:
-        """Before each step: admit what may start now."""
+    def step(self) -> bool:
+        """Before each step: admit what may start now. True when the waiting order may have changed."""
+        return False
 
     def state(self) -> dict:
         return {"mode": "open"}
@@ -57,8 +63,8 @@ class OpenAdmission:
 class MemoryAdmission(OpenAdmission):
     enabled = True
 
-    def __init__(self, cfg: ContinuumConfig, sched: Any) -> None:
-        super().__init__(cfg, sched)
+    def __init__(self, cfg: ContinuumConfig, view: SchedulerView, classes: Classes) -> None:
+        super().__init__(cfg, view, classes)
         self.horizon = cfg.knob("memory.horizon")
         self.door: dict[str, Request] = {}  # program id -> its first turn, waiting to be admitted
         self.active: dict[str, Program] = {}  # admitted programs that have not ended
@@ -68,13 +74,13 @@ class MemoryAdmission(OpenAdmission):
         self.wait_s_total = 0.0
 
     def held(self, request: Request) -> int:
-        prog = self.sched.program_of(request)
+        prog = self.view.program_of(request)
         return 0 if prog is None or prog.admitted else 1
 
     def arrive(self, request: Request, prog: Program) -> None:
         if prog.turns > 1 or not prog.admitted and prog.program_id in self.door:
             return
-        if self.sched.classes.is_ls(request) or \
+        if self.classes.is_ls(request) or \
                 not self.door and (not self.active or self.working_set(prog) <= self.free()):
             self._admit(prog)  # latency-sensitive, or room and nobody queued ahead of it: straight in
             return
@@ -90,14 +96,13 @@ class MemoryAdmission(OpenAdmission):
         if self.active.pop(prog.program_id, None) is not None or self.door.pop(prog.program_id, None) is not None:
             self.pending = True
 
-    def step(self) -> None:
-        if not self.door or not (self.pending or self.sched.clock() >= self.sched.next_resort):
-            return
+    def step(self) -> bool:
+        if not self.door or not (self.pending or self.view.resort_due()):
+            return False
         self.pending = False
         free = self.free()
-        key = self.sched.waiting.key
-        for request in sorted(self.door.values(), key=key):
-            prog = self.sched.program_of(request)
+        for request in sorted(self.door.values(), key=self.view.waiting_key):
+            prog = self.view.program_of(request)
             if prog is None or prog.ended or request.is_finished():
                 self.door.pop(request.session_id, None)
                 continue
@@ -106,9 +111,9 @@ class MemoryAdmission(OpenAdmission):
                 break  # strictly in order: aging brings the head forward, backfilling could starve it
             free -= need
             del self.door[prog.program_id]
-            self.wait_s_total += max(0.0, self.sched.clock() - prog.first_arrival)
+            self.wait_s_total += max(0.0, self.view.clock() - prog.first_arrival)
             self._admit(prog)
-        self.sched.waiting.dirty = True
+        return True
 
     def _admit(self, prog: Program) -> None:
         prog.admitted = True
@@ -117,7 +122,7 @@ class MemoryAdmission(OpenAdmission):
 
     # -- working sets, in blocks --------------------------------------------------------------------------
     def capacity(self) -> int:
-        return self.sched.kv_cache_manager.block_pool.num_gpu_blocks - 1
+        return self.view.pool_blocks()
 
     def free(self) -> int:
         return self.capacity() - sum(self.working_set(p) for p in self.active.values())
@@ -133,7 +138,7 @@ class MemoryAdmission(OpenAdmission):
         return pred.growth_tokens * min(1.0, self.horizon / pred.turns)
 
     def _blocks(self, tokens: float) -> int:
-        return math.ceil(max(0.0, tokens) / self.sched.block_size)
+        return math.ceil(max(0.0, tokens) / self.view.block_size)
 
     def state(self) -> dict:
         return {"mode": "memory", "active": len(self.active), "at_door": len(self.door), "admitted": self.admitted,
@@ -141,5 +146,6 @@ class MemoryAdmission(OpenAdmission):
                 "capacity_blocks": self.capacity(), "free_blocks_by_working_sets": self.free()}
 
 
-def make_admission(cfg: ContinuumConfig, sched: Any) -> OpenAdmission:
-    return {"open": OpenAdmission, "memory": MemoryAdmission}[cfg.admission](cfg, sched)
+def make_admission(cfg: ContinuumConfig, view: SchedulerView, classes: Classes) -> OpenAdmission:
+    """The admission component the config names."""
+    return {"open": OpenAdmission, "memory": MemoryAdmission}[cfg.admission](cfg, view, classes)

@@ -14,23 +14,24 @@ throttling a rank that is capacity bound. ``any-full`` reacts to the other ranks
 while one of them is saturated. The two compose: this component wraps ``schedule()`` and passes vLLM's
 ``throttle_prefills`` through untouched, so ``--prefill-schedule-interval`` still works underneath.
 
-Counts travel through `continuum.sched.rank_board` (never a collective inside ``schedule()``). The hold uses vLLM's
-own ``PAUSED_NEW`` scheduler state for the one ``schedule()`` call, so nothing of ``schedule()`` is copied.
+Counts travel through `continuum.sched.rank_board` (never a collective inside ``schedule()``). The hold is vLLM's
+own ``PAUSED_NEW`` scheduler state for the one ``schedule()`` call, so nothing of ``schedule()`` is copied; the
+scheduler sets and clears it (``ContinuumMixin.hold_admissions``), the component only asks for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator
-
-from vllm.v1.core.sched.interface import PauseState
+from typing import Callable, Iterator
 
 from continuum.policy.config import ContinuumConfig
-from continuum.control.dp import dp_rank_and_size
 from continuum.sched.rank_board import LocalBoard, RankBoard, SharedBoard, counts_path
+from continuum.sched.view import SchedulerView
 
 log = logging.getLogger(__name__)
+# Holds new admissions for the ``with`` block; says whether it did (not when vLLM was paused already).
+Hold = Callable[[], contextlib.AbstractContextManager[bool]]
 
 
 class NoBalance:
@@ -60,8 +61,10 @@ class AnyFullBalance(NoBalance):
 
     enabled = True
 
-    def __init__(self, cfg: ContinuumConfig, sched: Any, board: RankBoard | None = None, rank: int = 0) -> None:
-        self.sched = sched
+    def __init__(self, cfg: ContinuumConfig, view: SchedulerView, hold: Hold, board: RankBoard | None = None,
+                 rank: int = 0) -> None:
+        self.view = view
+        self.hold = hold
         self.headroom = cfg.knob("any-full.headroom")
         self.board: RankBoard = board or LocalBoard(1)
         self.rank = rank
@@ -74,10 +77,10 @@ class AnyFullBalance(NoBalance):
         self.board, self.rank = board, rank
 
     def publish(self) -> None:
-        self.board.publish(self.rank, len(self.sched.running))
+        self.board.publish(self.rank, len(self.view.running_requests()))
 
     def full(self) -> bool:
-        limit = self.sched.max_num_running_reqs - self.headroom
+        limit = self.view.max_num_running_reqs - self.headroom
         return max(self.board.counts()) >= limit
 
     @contextlib.contextmanager
@@ -85,17 +88,14 @@ class AnyFullBalance(NoBalance):
         """Around one ``schedule()``: post this rank's count, then hold admissions if any rank is full."""
         self.publish()
         self.steps += 1
-        sched = self.sched
-        hold = self.full() and sched._pause_state == PauseState.UNPAUSED
-        if hold:
-            # The attribute, not set_pause_state(): that one logs every call, i.e. every step.
-            sched._pause_state = PauseState.PAUSED_NEW
-            self.holds += 1
         try:
-            yield
+            if self.full():
+                with self.hold() as held:
+                    self.holds += int(held)
+                    yield
+            else:
+                yield
         finally:
-            if hold and sched._pause_state == PauseState.PAUSED_NEW:
-                sched._pause_state = PauseState.UNPAUSED
             self.publish()
 
     def close(self) -> None:
@@ -106,12 +106,12 @@ class AnyFullBalance(NoBalance):
                 "held_steps": self.holds, "steps": self.steps}
 
 
-def make_balance(cfg: ContinuumConfig, sched: Any) -> NoBalance:
+def make_balance(cfg: ContinuumConfig, view: SchedulerView, hold: Hold, rank: int, size: int) -> NoBalance:
+    """The balance component the config names, as data-parallel rank ``rank`` of ``size``."""
     if cfg.balance == "off":
         return NoBalance()
-    rank, size = dp_rank_and_size(sched)
     if size > 1 and cfg.control_addr:
-        return AnyFullBalance(cfg, sched, SharedBoard(counts_path(cfg.control_addr), rank, size), rank)
+        return AnyFullBalance(cfg, view, hold, SharedBoard(counts_path(cfg.control_addr), rank, size), rank)
     if size > 1:
         log.warning("balance scheduling without a control address: ranks cannot see each other's counts")
-    return AnyFullBalance(cfg, sched)
+    return AnyFullBalance(cfg, view, hold)

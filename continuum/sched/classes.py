@@ -3,25 +3,24 @@
 A request is LS when its hint says so (``vllm_xargs.class`` = ``"ls"``) or when its OpenAI ``priority`` is below
 0 (vLLM's convention: lower is more urgent); otherwise BE (``"be"`` forces BE). LS requests sort before BE ones in
 the waiting queue and rank above them for preemption, so an LS request that cannot be admitted preempts running
-BE work, lowest first, instead of waiting behind it (`continuum.sched.preemption`); an LS program does not wait at the
-admission door either. A BE request that has waited
-``be_max_wait_s`` is served as LS, which bounds BE starvation.
+BE work, lowest first, instead of waiting behind it (`continuum.sched.preemption`); an LS program does not wait at
+the admission door either. A BE request that has waited ``be_max_wait_s`` is served as LS, which bounds BE
+starvation.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from vllm.v1.request import Request, RequestStatus
 
 from continuum.policy.config import ContinuumConfig
+from continuum.sched.view import SchedulerView
 
 LS, BE = 0, 1
 
 
 class Classes:
-    def __init__(self, cfg: ContinuumConfig, sched: Any) -> None:
-        self.sched = sched
+    def __init__(self, cfg: ContinuumConfig, view: SchedulerView) -> None:
+        self.view = view
         self.enabled = cfg.classes == "ls-be"
         self.max_wait_s = cfg.knob("ls-be.be_max_wait_s")
         self.of: dict[str, int] = {}  # request id -> LS / BE
@@ -43,4 +42,4 @@ class Classes:
         if self.of.get(request.request_id, LS) == LS:
             return LS
         waiting = request.status != RequestStatus.RUNNING
-        return LS if waiting and self.sched.clock() - request.arrival_time >= self.max_wait_s else BE
+        return LS if waiting and self.view.clock() - request.arrival_time >= self.max_wait_s else BE

@@ -9,9 +9,10 @@ A request's key is ``(held, class, level, tier, order...)``, lower first:
 - ``tier`` and ``order``: the base ordering (below): preempted work first, then what the ordering prefers.
 
 Keys depend on state that changes between steps (a pin taken, a program admitted, time passing for aging). The
-scheduler marks the queue ``dirty`` when such state changes for a program that has a request waiting, and asks
-for a re-sort every step only when a time-dependent component is active; otherwise a step costs a heap
-push/pop, as vLLM's own priority queue does.
+scheduler marks the queue ``dirty`` when such state changes for a program that has a request waiting, and
+re-sorts it every ``RESORT_EVERY_S`` (a quarter second) only while a time-dependent component is active;
+otherwise a step costs a heap push/pop, as vLLM's own priority queue does. Keys read the scheduler through
+`continuum.sched.view.SchedulerView`.
 
 vLLM asks the queue one question before trying a waiting request: is it non-empty? The answer here is "is
 there a request that may start now": requests of programs held at the door sort last, so when the head is held
@@ -22,10 +23,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import Request, RequestStatus
+
+from continuum.sched.admission import OpenAdmission
+from continuum.sched.classes import Classes
+from continuum.sched.priority import Levels
+from continuum.sched.view import SchedulerView
 
 Key = Callable[[Request], tuple]
 
@@ -83,27 +89,27 @@ def was_preempted(request: Request) -> bool:
     return request.status == RequestStatus.PREEMPTED
 
 
-def base_key(ordering: str, sched: Any) -> Key:
-    """(tier, order...) of the base ordering; ``sched`` supplies program state (order, pins, service)."""
+def base_key(ordering: str, view: SchedulerView) -> Key:
+    """(tier, order...) of the base ordering; ``view`` supplies program state (order, pins, service)."""
 
     def program_fcfs(r: Request) -> tuple:
         # Preempted work first, then returning turns whose KV is pinned, then programs by first arrival.
-        tier = 0 if was_preempted(r) else 1 if sched.is_pinned(r) else 2
-        return (tier, sched.program_order(r), r.arrival_time)
+        tier = 0 if was_preempted(r) else 1 if view.is_pinned(r) else 2
+        return (tier, view.program_order(r), r.arrival_time)
 
     def fcfs(r: Request) -> tuple:
         return (0 if was_preempted(r) else 1, r.arrival_time)
 
     def plas(r: Request) -> tuple:
         # Autellix-style: the program that has received the least service so far goes first.
-        return (0 if was_preempted(r) else 1, sched.attained_service(r), r.arrival_time)
+        return (0 if was_preempted(r) else 1, view.attained_service(r), r.arrival_time)
 
     def srpt(r: Request) -> tuple:
         # Shortest predicted remaining work first, each second waited counting as a second less of work (aging):
         # work - (now - arrival). Every waiting request ages at the same rate, so ordering by work + arrival is
         # the same order at any time: the key is fixed while the request waits.
-        tier = 0 if was_preempted(r) else 1 if sched.is_pinned(r) else 2
-        prog = sched.program_of(r)
+        tier = 0 if was_preempted(r) else 1 if view.is_pinned(r) else 2
+        prog = view.program_of(r)
         work = prog.prediction.seconds if prog is not None and prog.prediction is not None else 0.0
         return (tier, work + r.arrival_time, r.arrival_time)
 
@@ -113,10 +119,11 @@ def base_key(ordering: str, sched: Any) -> Key:
     return keys[ordering]
 
 
-def compose_key(sched: Any, ordering: str) -> Key:
+def compose_key(view: SchedulerView, ordering: str, admission: OpenAdmission, classes: Classes,
+                levels: Levels) -> Key:
     """The full key; the parts that are switched off cost nothing (the common case is the base key)."""
-    base = base_key(ordering, sched)
-    held, rank, levels = sched.admission.held, sched.classes.rank, sched.levels
+    base = base_key(ordering, view)
+    held, rank = admission.held, classes.rank
 
     def key(r: Request) -> tuple:
         tier, *rest = base(r)
@@ -125,4 +132,4 @@ def compose_key(sched: Any, ordering: str) -> Key:
     def plain(r: Request) -> tuple:
         return (0, *base(r))
 
-    return key if (sched.admission.enabled or sched.classes.enabled or levels.all) else plain
+    return key if (admission.enabled or classes.enabled or levels.all) else plain

@@ -7,47 +7,54 @@ if the head of the waiting queue cannot be admitted (no free running slot, or fe
 chunk needs, counting releasable pins), running requests whose (class, level) is strictly worse than the head's
 are preempted, worst first, until it fits. A program's last step is never preempted here. Strictly worse, and
 service kept across preemption (`continuum.sched.priority`), keep two requests from trading places every step.
+
+The component reads the scheduler through `continuum.sched.view.SchedulerView`, the running requests' ranks from
+their `continuum.sched.view.Priority`, and preempts through the one callback the scheduler gives it.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Any
+from typing import Callable
 
 from vllm.v1.request import Request, RequestStatus
 
+from continuum.sched.view import Priority, SchedulerView, Urgency
+
 
 class Preemption:
-    def __init__(self, sched: Any, enabled: bool) -> None:
-        self.sched = sched
+    def __init__(self, view: SchedulerView, enabled: bool, preempt: Callable[[Request], None]) -> None:
+        """``preempt(request)``: take a running request out of the running queue, back to waiting."""
+        self.view = view
         self.enabled = enabled
+        self.preempt = preempt
         self.count = 0  # requests preempted for a more urgent waiting one
 
     def make_room(self) -> int:
-        s = self.sched
-        if not self.enabled or not s.waiting or not s.running:
+        """Preempt for the waiting head if it cannot start and outranks running work; how many were preempted."""
+        if not self.enabled or not self.view.running_requests():
             return 0
-        head = s.waiting.peek_request()
-        if head.status != RequestStatus.WAITING or self._fits(head):
+        head = self.view.waiting_head()
+        if head is None or head.status != RequestStatus.WAITING or self._fits(head):
             return 0
-        urgency = s.urgency(head)
-        # priority = (protected, class, level, order): the running request's urgency is priority[1:3].
-        victims = sorted((r for r in s.running if r.priority[0] == 0 and r.priority[1:3] > urgency),
+        urgency = self.view.urgency(head)
+        victims = sorted((r for r in self.view.running_requests() if self._outranked(r.priority, urgency)),
                          key=lambda r: r.priority)
         done = 0
         while victims and not self._fits(head):
-            victim = victims.pop()  # the worst-ranked first
-            s.running.remove(victim)
-            s._preempt_request(victim, time.monotonic())
+            self.preempt(victims.pop())  # the worst-ranked first
             done += 1
         self.count += done
         return done
 
+    @staticmethod
+    def _outranked(priority: Priority, urgency: Urgency) -> bool:
+        return not priority.protected and priority.urgency > urgency
+
     def _fits(self, request: Request) -> bool:
-        s = self.sched
-        if len(s.running) >= s.max_num_running_reqs:
+        v = self.view
+        if len(v.running_requests()) >= v.max_num_running_reqs:
             return False
-        tokens = min(request.num_tokens - s.cached_tokens(request), s.max_num_scheduled_tokens)
-        need = math.ceil(max(1, tokens) / s.block_size) + 1
-        return s.kv_cache_manager.block_pool.get_num_free_blocks() + s.pins.pinned_blocks >= need
+        tokens = min(request.num_tokens - v.cached_tokens(request), v.max_num_scheduled_tokens)
+        need = math.ceil(max(1, tokens) / v.block_size) + 1
+        return v.reclaimable_blocks() >= need

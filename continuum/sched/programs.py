@@ -1,11 +1,25 @@
-"""The program registry: agent sessions seen by the engine, tracked across their turns and tool calls."""
+"""The program registry: agent sessions seen by the engine, tracked across their turns and tool calls; and what
+a request says of its program (its id, the client's hints)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from vllm.v1.request import Request
+
 from kvttl import Prediction, Progress
+
+
+def program_id_of(request: Request) -> str | None:
+    """The program a request belongs to: vLLM's ``session_id`` (body field, header or xargs)."""
+    return request.session_id or None
+
+
+def hints_of(request: Request) -> dict[str, Any]:
+    """Continuum's client hints (``is_last_step``, ``tool``, ``tool_s``, ``class``) from ``vllm_xargs``."""
+    params = request.sampling_params
+    return dict(params.extra_args or {}) if params is not None else {}
 
 
 @dataclass

@@ -2,45 +2,64 @@
 
 vLLM loads it through ``--scheduler-cls continuum.sched.scheduler.make_scheduler``. The factory picks the
 synchronous or asynchronous base, whichever vLLM's config asks for; the behaviour lives in one mixin that
-overrides a few seams and never copies ``schedule()``:
+overrides vLLM's seams and never copies ``schedule()``:
 
+- ``waiting`` and ``policy``: the waiting queue is a `continuum.sched.ordering.ProgramQueue`, and the policy is
+  vLLM's PRIORITY, so that vLLM preempts by the ``request.priority`` we set (`continuum.sched.view.Priority`);
 - ``add_request``: the program's turn arrives (tool-duration sample, class, priority for preemption);
+- ``schedule``: expire pins, end idle programs, admit programs, order the waiting queue, make room for urgent
+  work, hold admissions for balance, then vLLM's own step; afterwards release the pins of admitted turns and
+  count the service each request received;
+- ``kv_cache_manager.allocate_slots`` (wrapped): when an allocation fails, pins give way before vLLM preempts
+  or stalls;
+- ``_free_request``: forget the request's per-request state; when its program's turn is over, learn from it;
 - ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed;
-- ``schedule``: expire pins, admit programs, order the waiting queue, make room for urgent work, then vLLM's
-  own step; afterwards release the pins of admitted turns;
-- ``kv_cache_manager.allocate_slots``: when an allocation fails, pins give way before vLLM preempts or stalls.
+- ``update_from_output``, ``finish_requests``: under the lock the control thread shares; after an output, the
+  rank's running count is posted for balance;
+- ``reset_prefix_cache``: pins go first; ``shutdown``: the control channel and the rank board close.
 
-What each policy does at these seams is a component (`continuum.policy.presets` lists them); the control channel's
-messages and the stats are answered by `continuum.control.engine_side`.
+Two of vLLM's private members are used, by this mixin only: ``_preempt_request`` (`preempt`, for the
+`continuum.sched.preemption` component) and ``_pause_state`` (`hold_admissions`, for `continuum.sched.balance`).
+
+What each policy does at these seams is a component (`continuum.policy.presets` lists them), which reads the
+scheduler through `continuum.sched.view.SchedulerView` (answered by `continuum.sched.answers`, a base of the
+mixin). The control channel's messages are answered by `continuum.control.engine_side` through the methods
+under "the control channel"; what they report is built by `continuum.sched.report`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from vllm.logger import init_logger
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from continuum.sched.admission import make_admission
-from continuum.sched.balance import make_balance
-from continuum.sched.classes import Classes
-from continuum.policy.config import ContinuumConfig
-from continuum.policy.presets import resolve
 from continuum.control.channel import ControlServer
 from continuum.control.dp import dp_rank_and_size, rank_address
 from continuum.control.engine_side import EngineControl, stopped_by_string
-from continuum.sched.pins import KVPins, pinnable_blocks
+from continuum.control.messages import SessionState, Stats
+from continuum.policy.config import ContinuumConfig
+from continuum.policy.presets import resolve
+from continuum.sched import report
+from continuum.sched.admission import make_admission
+from continuum.sched.answers import SchedulerAnswers
+from continuum.sched.balance import make_balance
+from continuum.sched.classes import Classes
 from continuum.sched.ordering import ProgramQueue, compose_key
 from continuum.sched.phases import PHASE_TERMS, PhaseSwitch
+from continuum.sched.pins import KVPins, pinnable_blocks
 from continuum.sched.preemption import Preemption
 from continuum.sched.priority import Levels
-from continuum.sched.programs import Program, ProgramRegistry
+from continuum.sched.programs import Program, ProgramRegistry, hints_of, program_id_of
+from continuum.sched.view import Priority
 from kvttl import Prediction, ProgramWork, ReloadCostModel, TTLPolicy, oracle_prediction
 
 logger = init_logger(__name__)
@@ -51,32 +70,22 @@ NO_PROGRAM = 1 << 62  # a request without a program is its own, latest, program
 RESORT_EVERY_S = 0.25
 
 
-def program_id_of(request: Request) -> str | None:
-    """The program a request belongs to: vLLM's ``session_id`` (body field, header or xargs)."""
-    return request.session_id or None
-
-
-def hints_of(request: Request) -> dict[str, Any]:
-    """Continuum's client hints (``is_last_step``, ``tool``, ``tool_s``, ``class``) from ``vllm_xargs``."""
-    params = request.sampling_params
-    return dict(params.extra_args or {}) if params is not None else {}
-
-
-class ContinuumMixin:
+class ContinuumMixin(SchedulerAnswers):
     """Programs, pins, policy components and the control channel, shared by the sync and async schedulers."""
 
     def __init__(self, *args: Any, continuum_config: ContinuumConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # vLLM builds us with a fixed signature, so `continuum serve` passes settings in the environment;
         # the simulator and tests pass them directly.
-        cfg = self.continuum = continuum_config or ContinuumConfig.from_env()
+        cfg = self.config = continuum_config or ContinuumConfig.from_env()
         self.clock = time.time  # the simulator swaps in its virtual clock
         self.programs = ProgramRegistry()
         # The control thread and the engine thread both touch scheduler state; one lock serialises them.
         self.lock = threading.RLock()
         reload = ReloadCostModel(*cfg.reload_cost) if cfg.reload_cost else None
-        self.ttl = TTLPolicy("model" if cfg.ttl_mode == "oracle" else cfg.ttl_mode, fixed_ttl_s=cfg.fixed_ttl_s,
-                             reload_model=reload)
+        # Retention: how long a finished turn's KV stays pinned (and the tool-duration predictor behind it).
+        self.retention = TTLPolicy("model" if cfg.ttl_mode == "oracle" else cfg.ttl_mode,
+                                   fixed_ttl_s=cfg.fixed_ttl_s, reload_model=reload)
         pool = self.kv_cache_manager.block_pool
         self.pinning = cfg.ttl_mode != "off" and self.cache_config.enable_prefix_caching
         self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)), on_change=self._pin_changed,
@@ -84,7 +93,7 @@ class ContinuumMixin:
         self.gone: set[str] = set()  # request ids whose client went away (the HTTP layer says so)
         self.miss_waits: dict[str, float] = {}  # request id -> arrival, for turns that lost their KV
         self.served: dict[str, int] = {}  # request id -> tokens scheduled so far, kept across preemption
-        self.delivered: dict[str, int] = {}  # request id -> streamed tokens its client has read
+        self.events_read: dict[str, int] = {}  # request id -> SSE events of its stream its client has read
         self.step_times: list[float] = []
         self.next_idle_check = 0.0
         self.next_resort = 0.0
@@ -92,59 +101,62 @@ class ContinuumMixin:
         self.levels = Levels(cfg, self, cfg.terms + (PHASE_TERMS if self.phases.enabled else []))
         self.levels.set_active(cfg.terms)
         self.classes = Classes(cfg, self)
-        self.work = ProgramWork(self.ttl.remaining)  # predicted remaining work (admission, srpt order)
-        self.admission = make_admission(cfg, self)
+        self.work_model = ProgramWork(self.retention.remaining)  # predicted remaining work (admission, srpt)
+        self.admission = make_admission(cfg, self, self.classes)
         # Preemption picks max(priority, arrival): we set priority (see `_priority`).
         self.policy = SchedulingPolicy.PRIORITY
         self.rich_priority = self.classes.enabled or bool(self.levels.all)
-        self.preemption = Preemption(self, enabled=self.rich_priority)
+        self.preemption = Preemption(self, self.rich_priority, self.preempt)
         self.track_service = cfg.ordering == "plas" or bool(self.levels.all)
-        self.waiting = ProgramQueue(compose_key(self, cfg.ordering))
+        # Only `waiting` is ours. vLLM also drains a queue of its own first, `kv_holding_waiting` (built from
+        # the configured policy before this line: arrival order by default), for waiting requests that already
+        # hold KV blocks: async KV-connector loads, streaming-input sessions between chunks, and such a request
+        # skipped in a step. Continuum leaves it to vLLM: a preempted request's computed tokens are reset, so it
+        # comes back to `waiting`, and without a KV connector or streaming input the queue stays empty. Our key
+        # would be wrong for it besides: its first field holds a program at the admission door, and a request
+        # that holds blocks must drain (vLLM admits these even while admissions are held), not wait.
+        self.waiting = ProgramQueue(compose_key(self, cfg.ordering, self.admission, self.classes, self.levels))
         self._allocate_slots = self.kv_cache_manager.allocate_slots
         self.kv_cache_manager.allocate_slots = self._allocate_or_release_pins
-        self.control = ControlServer(rank_address(cfg.control_addr, *dp_rank_and_size(self)),
+        rank, size = dp_rank_and_size(self.vllm_config.parallel_config, cfg.dp_size)
+        self.control = ControlServer(rank_address(cfg.control_addr, rank, size),
                                      EngineControl(self).handle) if cfg.control_addr else None
         # Data-parallel ranks in lockstep: hold admissions together (`continuum.sched.balance`; off by default).
-        self.balance = make_balance(cfg, self)
+        self.balance = make_balance(cfg, self, self.hold_admissions, rank, size)
 
-    # -- what the components ask -----------------------------------------------------------------------------
-    def program_of(self, request: Request) -> Program | None:
-        pid = program_id_of(request)
-        return self.programs.get(pid) if pid is not None else None
-
-    def is_pinned(self, request: Request) -> bool:
-        pid = program_id_of(request)
-        return pid is not None and pid in self.pins
-
-    def program_order(self, request: Request) -> float:
-        prog = self.program_of(request)
-        return prog.order if prog is not None else math.inf
-
-    def attained_service(self, request: Request) -> int:
-        prog = self.program_of(request)
-        return prog.attained_tokens if prog is not None else 0
-
-    def cached_tokens(self, request: Request) -> int:
-        """Prompt tokens the prefix cache holds for ``request`` now (a lookup without side effects)."""
-        if not self.cache_config.enable_prefix_caching or not request.block_hashes:
-            return 0
-        return self.kv_cache_manager.coordinator.find_longest_cache_hit(request.block_hashes,
-                                                                        request.num_tokens - 1)[1]
-
-    def cached_fraction(self, request: Request) -> float:
-        return self.cached_tokens(request) / max(1, request.num_tokens)
-
-    def urgency(self, request: Request) -> tuple:
-        """(class, level) of a request: what priority preemption compares."""
-        return (self.classes.rank(request), self.levels.level(request))
-
-    def _priority(self, request: Request, prog: Program | None, last_step: bool) -> Any:
+    def _priority(self, request: Request, prog: Program | None, last_step: bool) -> Priority | int:
         """vLLM preempts the running request with the highest priority: the latest-arriving program's, unless
         components rank requests (then class and level first); a program's last step is protected."""
         order = prog.order if prog is not None else NO_PROGRAM
         if not self.rich_priority:
             return -1 if last_step else order
-        return (-1 if last_step else 0, *self.urgency(request), order)
+        urgency = self.urgency(request)
+        return Priority(-1 if last_step else 0, urgency.cls, urgency.level, order)
+
+    # -- what the components do, through the scheduler ---------------------------------------------------------
+    def preempt(self, request: Request) -> None:
+        """Preempt a running request for more urgent waiting work (`continuum.sched.preemption`): out of the
+        running queue, its blocks freed, back to waiting, as vLLM preempts its own victims."""
+        self.running.remove(request)
+        self._preempt_request(request, time.monotonic())
+
+    @contextlib.contextmanager
+    def hold_admissions(self) -> Iterator[bool]:
+        """Admit no new request in the ``schedule()`` inside (`continuum.sched.balance`); running requests, and
+        waiting ones that hold KV blocks, go on. Yields False, holding nothing, when vLLM is paused already.
+
+        vLLM's ``PAUSED_NEW`` state is exactly this hold. This is the one place that writes it: through the
+        attribute, because ``set_pause_state()`` logs every call (here, every step), and back to UNPAUSED only
+        if nothing else paused vLLM meanwhile."""
+        if self.pause_state != PauseState.UNPAUSED:
+            yield False
+            return
+        self._pause_state = PauseState.PAUSED_NEW
+        try:
+            yield True
+        finally:
+            if self._pause_state == PauseState.PAUSED_NEW:
+                self._pause_state = PauseState.UNPAUSED
 
     # -- vLLM seams -----------------------------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -164,25 +176,25 @@ class ContinuumMixin:
         prog = self.programs.arrive(pid, now)
         prog.running.add(request.request_id)
         if prog.last_finish is not None:  # a returning turn: the gap was the tool call
-            self.ttl.observe_tool(prog.last_tool, max(0.0, now - prog.last_finish))
+            self.retention.observe_tool(prog.last_tool, max(0.0, now - prog.last_finish))
             if pid not in self.pins:
                 self.miss_waits[request.request_id] = now
         if prog.turns > 1:
-            self.work.observe_gap(now - prog.last_arrival)
+            self.work_model.observe_gap(now - prog.last_arrival)
             prog.progress.seconds = now - prog.first_arrival
         prog.last_arrival = now
-        prog.context_tokens = request.num_prompt_tokens + self.work.expected_output(request.max_tokens or 0)
+        prog.context_tokens = request.num_prompt_tokens + self.work_model.expected_output(request.max_tokens or 0)
         prog.prediction = self._predict(prog, hints, finished=False)
         self.admission.arrive(request, prog)
         return prog
 
     def _predict(self, prog: Program, hints: dict, finished: bool) -> Prediction:
         """The program's remaining work: from the model, or from the true future the client tells (oracle)."""
-        future = hints.get("future") if self.continuum.work == "oracle" else None
+        future = hints.get("future") if self.config.work == "oracle" else None
         if not isinstance(future, dict):
-            return self.work.predict(prog.progress)
+            return self.work_model.predict(prog.progress)
         done = 1 if finished else 0
-        latency = self.work.turn_latency.value(0.0)
+        latency = self.work_model.turn_latency.value(0.0)
         return oracle_prediction(int(future.get("turns_left", 1)) - done, float(future.get("tool_s_left", 0.0)),
                                  int(future.get("growth_left", 0)) - done * int(future.get("output", 0)), latency)
 
@@ -191,7 +203,8 @@ class ContinuumMixin:
             t0 = time.perf_counter()
             self.pins.expire(self.clock())
             self._end_idle_programs()
-            self.admission.step()
+            if self.admission.step():
+                self.waiting.dirty = True
             self._prepare_order()
             self.preemption.make_room()
             with self.balance.gate():
@@ -211,7 +224,7 @@ class ContinuumMixin:
         if active is not None and self.levels.active_names != active:
             self.levels.set_active(active)
             self.waiting.dirty = True
-        timed = self.levels.dynamic or self.classes.enabled or self.continuum.ordering == "plas"
+        timed = self.levels.dynamic or self.classes.enabled or self.config.ordering == "plas"
         due = now >= self.next_resort
         if self.waiting.dirty or (timed and due):
             self.waiting.resort()
@@ -239,7 +252,7 @@ class ContinuumMixin:
                 self.pins.release(pid, "hit")
             arrived = self.miss_waits.pop(new.req_id, None)
             if arrived is not None:
-                self.ttl.observe_miss_delay(max(0.0, now - arrived))
+                self.retention.observe_miss_delay(max(0.0, now - arrived))
             if (prog := self.programs.get(pid)) is not None:
                 prog.cached_tokens += new.num_computed_tokens
         if self.track_service:
@@ -283,16 +296,16 @@ class ContinuumMixin:
 
     def _decide(self, prog: Program, context_tokens: int, hints: dict) -> tuple[float, float]:
         last = bool(hints.get("is_last_step"))
-        if self.continuum.ttl_mode == "oracle":
+        if self.config.ttl_mode == "oracle":
             tool_s = hints.get("tool_s")
             if last or not isinstance(tool_s, (int, float)):
                 return 0.0, 0.0
-            return float(tool_s) + ORACLE_SLACK_S, self.ttl.reload_model.seconds(context_tokens)
-        if self.continuum.ttl_mode == "model" and self.admission.reserves(prog) and not last:
+            return float(tool_s) + ORACLE_SLACK_S, self.retention.reload_model.seconds(context_tokens)
+        if self.config.ttl_mode == "model" and self.admission.reserves(prog) and not last:
             # The rule weighs what a pin saves against the memory it holds meanwhile. Admission has already set
             # this program's working set aside, so holding it costs the others nothing: keep it until return.
-            return math.inf, self.ttl.reload_model.seconds(context_tokens)
-        decision = self.ttl.decide(prog.last_tool, context_tokens, prog.finished_turns + 1, last_step=last)
+            return math.inf, self.retention.reload_model.seconds(context_tokens)
+        decision = self.retention.decide(prog.last_tool, context_tokens, prog.finished_turns + 1, last_step=last)
         return decision.ttl_s, decision.benefit_s
 
     def _free_request(self, request: Request, delay_free_blocks: bool = False):
@@ -300,7 +313,7 @@ class ContinuumMixin:
         rid = request.request_id
         self.miss_waits.pop(rid, None)
         self.served.pop(rid, None)
-        self.delivered.pop(rid, None)
+        self.events_read.pop(rid, None)
         self.classes.forget(rid)
         self.levels.forget(rid)
         if self.phases.enabled:
@@ -317,7 +330,7 @@ class ContinuumMixin:
         now = self.clock()
         # A first turn's context is the task itself, not growth; later turns add tool output and answers.
         growth = request.num_tokens - prog.last_context_tokens if prog.finished_turns > 0 else None
-        self.work.observe_turn(now - request.arrival_time, growth, request.num_output_tokens)
+        self.work_model.observe_turn(now - request.arrival_time, growth, request.num_output_tokens)
         prog.progress.turns += 1
         prog.progress.growth_tokens += max(0, growth or 0)
         prog.finished_turns += 1
@@ -359,7 +372,7 @@ class ContinuumMixin:
         self.pins.release(prog.program_id, "end")
         self.admission.end(prog)
         if not prog.ended:
-            self.ttl.observe_program_end(prog.finished_turns)
+            self.retention.observe_program_end(prog.finished_turns)
             self.programs.end(prog.program_id, self.clock())
 
     def _end_idle_programs(self) -> None:
@@ -367,8 +380,12 @@ class ContinuumMixin:
         if now < self.next_idle_check:  # a scan of the registry at most once a second
             return
         self.next_idle_check = now + 1.0
-        for prog in self.programs.idle(now, self.continuum.idle_end_s):
+        for prog in self.programs.idle(now, self.config.idle_end_s):
             self._end(prog)
+
+    # -- the control channel (`continuum.control.engine_side.ControlledScheduler`) ---------------------------------
+    def knows(self, program_id: str) -> bool:
+        return program_id in self.programs
 
     def end_program(self, program_id: str) -> bool:
         """The client says the program is over: release its pin now. False for an unknown program."""
@@ -386,17 +403,34 @@ class ContinuumMixin:
                 return False
             prog.last_tool = tool
             pin = self.pins.table.get(program_id)
-            if pin is not None and self.continuum.ttl_mode in ("model", "fixed"):
+            if pin is not None and self.config.ttl_mode in ("model", "fixed"):
                 ttl_s, benefit = self._decide(prog, prog.last_context_tokens, {})
                 self.pins.pin(program_id, list(pin.blocks), pin.pinned_at, ttl_s, benefit, prog.order)
             return True
 
-    def client_delivered(self, program_id: str, tokens: int) -> None:
-        """The API process says how many streamed tokens of the program's current turn its client has read."""
+    def client_read_events(self, program_id: str, events: int) -> None:
+        """The API process says how many SSE events of the program's current turn its client has read."""
         with self.lock:
             prog = self.programs.get(program_id)
             for rid in prog.running if prog is not None else ():
-                self.delivered[rid] = max(0, tokens)
+                self.events_read[rid] = max(0, events)
+
+    def client_gone(self, program_id: str) -> None:
+        """The client of the program's turn in flight went away: that turn's abort is not a finish (marked
+        before vLLM's abort arrives), and a pin taken if the abort came first is released."""
+        with self.lock:
+            prog = self.programs.get(program_id)
+            if self.pinning and prog is not None:  # the marks are consumed where turns are pinned
+                self.gone.update(prog.running)
+            self.pins.release(program_id, "abort")
+
+    def session_state(self, program_id: str) -> SessionState:
+        with self.lock:
+            return report.session_state(self, program_id)
+
+    def stats(self) -> Stats:
+        with self.lock:
+            return report.stats(self)
 
 
 class ContinuumScheduler(ContinuumMixin, Scheduler):

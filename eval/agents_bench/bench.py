@@ -1,8 +1,8 @@
 """`continuum bench --agent mini-swe-agent|bfcl`: real agents against one server per policy.
 
 For each policy the bench starts ``continuum serve MODEL --policy P`` with the flags every server of a
-comparison shares (``continuum_eval.live.bench.server_flags``: block size, KV pool, max model length, prefix caching, cached
-token counts) and the policy's own (``continuum_eval.live.bench.policy_args``), empties its prefix cache, runs the agent on
+comparison shares (``continuum_eval.live.settings.server_flags``: block size, KV pool, max model length, prefix caching, cached
+token counts) and the policy's own (``continuum_eval.live.settings.policy_args``), empties its prefix cache, runs the agent on
 the same tasks, and stops it. ``base_urls`` runs against servers already up instead (one per policy label).
 
 - ``mini-swe-agent``: the shipped repository tasks (``continuum_workloads.repo_tasks``, built into git repositories on
@@ -19,14 +19,14 @@ the plots of ``continuum_eval.results.report``, and the servers' logs.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from continuum_eval.agents_bench.runs import TaskRun, summarize_runs
-from continuum_eval.live.bench import BenchConfig, ServerSettings, policy_args, reset_prefix_cache
+from continuum_eval.live.runs import log, reset_prefix_cache
+from continuum_eval.live.settings import BenchConfig, ServerSettings, policy_args
 from continuum_eval.agents_bench.determinism import compare_outputs, format_determinism
 from continuum_eval.live.policy_server import PinPeak, PolicyServer, continuum_stats, served_model
 from continuum_eval.results.report import format_ratios, format_table, write_report
@@ -62,10 +62,6 @@ class AgentBenchConfig(ServerSettings):
 
     def bench_config(self) -> BenchConfig:
         return BenchConfig(policies=self.policies, jps=[0.0], out_dir=self.out_dir, **self.server_settings())
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 class _Workload:
@@ -131,7 +127,7 @@ def _run_policy(label: str, cfg: AgentBenchConfig, work: _Workload) -> dict[str,
     except (RuntimeError, TimeoutError, OSError) as exc:
         if isinstance(exc, AgentBenchError):
             raise
-        _log(f"[bench] {label}: {type(exc).__name__}: {exc}")
+        log(f"[bench] {label}: {type(exc).__name__}: {exc}")
         return _failed(label, cfg, work, f"{type(exc).__name__}: {exc}")
 
 

@@ -70,7 +70,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def run_agent_bench_args(args: argparse.Namespace) -> int:
     from continuum_eval.agents_bench.bench import AgentBenchConfig, AgentBenchError, run_agent_bench
-    from continuum_eval.live.bench import BenchError
+    from continuum_eval.live.settings import BenchError
 
     _check(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]

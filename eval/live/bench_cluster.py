@@ -17,16 +17,22 @@ single-server bench does) and every run uses its own session ids.
 from __future__ import annotations
 
 import shlex
+from functools import partial
 from typing import Any, Sequence
 
-from continuum_eval.live.bench import (DEV_MODE_ENV, BenchConfig, _failed_result, _log, env_set, policy_args, replay_run,
-                        reset_prefix_cache, server_flags)
+from continuum.cluster.replicas import Cluster
+from continuum.serve.launch import free_port
+from continuum_eval.live.runs import DEV_MODE_ENV, env_set, log, reset_prefix_cache, serve_runs
+from continuum_eval.live.settings import BenchConfig, serve_command
 from continuum_workloads import Program
+
+__all__ = ["ROUTER_SETUPS", "ClusterDeployment", "router_options", "live_cluster"]
 
 ROUTER_SETUPS = ("hash", "program")
 
 
 def router_options(setup: str, cfg: BenchConfig) -> dict[str, Any]:
+    """`Cluster`'s router settings for a set-up; ValueError for an unknown one."""
     if setup not in ROUTER_SETUPS:
         raise ValueError(f"unknown router set-up {setup!r}; choose from {', '.join(ROUTER_SETUPS)}")
     program = setup == "program"
@@ -34,55 +40,52 @@ def router_options(setup: str, cfg: BenchConfig) -> dict[str, Any]:
     return {"router_policy": "consistent_hash", "program_scheduling": program, "router_args": extra}
 
 
-def _start(model: str, args: list[str], setup: str, cfg: BenchConfig, label: str):
-    from continuum.cluster.replicas import Cluster
-    from continuum.serve.launch import free_port
+class ClusterDeployment:
+    """Replicas behind vllm-router as the deployment of a live run."""
 
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.base_url = cluster.base_url
+
+    def alive(self) -> bool:
+        procs = [self.cluster.router.proc] + [r.proc for r in self.cluster.replicas]
+        return all(p is not None and p.poll() is None for p in procs)
+
+    def reset_prefix_cache(self) -> bool:
+        return all(reset_prefix_cache(r.base_url) for r in self.cluster.replicas)
+
+    def started(self) -> dict[str, Any]:
+        return {}
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+def start_cluster(model: str, args: list[str], setup: str, cfg: BenchConfig, label: str) -> ClusterDeployment:
+    """``cfg.replicas`` x `continuum serve MODEL ARGS` behind vllm-router set up as ``setup``, logged to
+    ``OUT/cluster-LABEL/``, with vLLM's development endpoints on."""
     safe = label.replace("/", "-")
     cluster = Cluster(model, cfg.replicas, args, port=free_port(),
                       replica_ports=[free_port() for _ in range(cfg.replicas)],
                       log_dir=cfg.out_dir / f"cluster-{safe}", startup_timeout_s=cfg.startup_timeout_s,
                       **router_options(setup, cfg))
-    _log(f"[bench] starting {cfg.replicas} x `continuum serve {model} {shlex.join(args)}` behind vllm-router "
-         f"({setup})")
+    log(f"[bench] starting {cfg.replicas} x `continuum serve {model} {shlex.join(args)}` behind vllm-router "
+        f"({setup})")
     with env_set(DEV_MODE_ENV, "1"):
         cluster.start()
-    return cluster
-
-
-def _alive(cluster) -> bool:
-    procs = [cluster.router.proc] + [r.proc for r in cluster.replicas]
-    return all(p is not None and p.poll() is None for p in procs)
+    return ClusterDeployment(cluster)
 
 
 def live_cluster(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
-    from continuum.serve import models
-
-    model = cfg.model or models.DEFAULT_MODEL
-    common = server_flags(cfg)
+    """Every policy behind every router set-up of ``cfg.routers``; results labelled ``POLICY+ROUTER``."""
     results: list[dict[str, Any]] = []
     for policy in cfg.policies:
-        serve_policy, own = policy_args(policy, cfg)
-        args = ["--policy", serve_policy, *own, *common]
+        model, args = serve_command(policy, cfg)
         for setup in cfg.routers:
             label = f"{policy}+{setup}"
-            cluster = None
-            for run_idx, jps in enumerate(cfg.jps):
-                meta = {"trace": cfg.trace, "server": {"model": model, "args": args, "replicas": cfg.replicas,
-                                                       "router": router_options(setup, cfg)}}
-                if cluster is None or not _alive(cluster):
-                    if cluster is not None:
-                        cluster.stop()
-                    try:
-                        cluster = _start(model, args, setup, cfg, label)
-                    except (RuntimeError, OSError) as exc:
-                        _log(f"[bench] {label}: cluster did not start: {exc}")
-                        results.append(_failed_result(programs, label, jps, f"cluster did not start: {exc}", meta))
-                        cluster = None
-                        continue
-                meta["server"]["prefix_cache_reset"] = all(reset_prefix_cache(r.base_url) for r in cluster.replicas)
-                results.append(replay_run(programs, cfg, cluster.base_url, label, jps, run_idx, meta,
-                                          agentic_context=setup == "program"))
-            if cluster is not None:
-                cluster.stop()
+            server_meta = {"model": model, "args": args, "replicas": cfg.replicas,
+                           "router": router_options(setup, cfg)}
+            start = partial(start_cluster, model, args, setup, cfg, label)
+            results += serve_runs(programs, cfg, label, start, server_meta, "cluster",
+                                  agentic_context=setup == "program")
     return results

@@ -18,7 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from continuum_workloads import Program, generate_swebench, trace_stats, write_trace
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
+from continuum_eval.live.bench import run_bench
+from continuum_eval.live.settings import BenchConfig, BenchError
+from continuum_eval.results.report import ratios
+from continuum_workloads import Program, fit_program, generate_swebench, scale_program, trace_stats, write_trace
 
 MODEL = "smollm2-135m"
 
@@ -26,8 +31,6 @@ MODEL = "smollm2-135m"
 def demo_trace(programs: int, seed: int, *, turns: int, token_scale: float, max_context: int, tool_scale: float,
                max_tool_s: float) -> list[Program]:
     """SWE-bench programs cut to their first ``turns`` turns, scaled down to fit a small model and pool."""
-    from continuum_eval.live.replay import fit_program, scale_program
-
     out = []
     for p in generate_swebench(programs, seed=seed):
         kept = [t.model_copy(update={"tool_s": round(min(t.tool_s * tool_scale, max_tool_s), 3)})
@@ -55,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     ap.add_argument("--trace-only", action="store_true", help="write OUT/trace.jsonl and stop (for other benches)")
     args = ap.parse_args(argv)
-
-    from continuum_eval.live.bench import BenchConfig, BenchError, run_bench
-    from continuum_eval.results.report import ratios
+    try:
+        policies = parse_policies(args.policies)
+    except ConfigError as exc:
+        print(f"demo: --policies: {exc}", file=sys.stderr)
+        return 2
 
     t0 = time.monotonic()
     out = Path(args.out)
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Servers: `continuum serve {MODEL} --policy vllm|continuum` with {args.blocks} KV blocks of 32 tokens "
           f"({args.blocks * 32} tokens for all agents together), arrivals {args.jps:g} programs/s", flush=True)
     cfg = BenchConfig(
-        policies=[p.strip() for p in args.policies.split(",") if p.strip()], jps=[args.jps], out_dir=out,
+        policies=policies, jps=[args.jps], out_dir=out,
         model=MODEL, seed=args.seed, block_size=32, num_gpu_blocks=args.blocks, max_model_len=args.max_model_len,
         server_args=["--enforce-eager"], progress=args.progress, trace=str(trace), request_timeout_s=300.0,
         title="Demo: Continuum vs plain vLLM (smollm2-135m, small KV pool)",

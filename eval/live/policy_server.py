@@ -1,7 +1,7 @@
 """One policy's server in a live comparison: started with the flags every server shares, or one already up.
 
-:class:`PolicyServer` starts ``continuum serve MODEL --policy P ...`` with ``continuum_eval.live.bench``'s shared flags
-(``server_flags``) and the policy's own (``policy_args``) through ``continuum_eval.live.bench.start_server`` (vLLM's development
+:class:`PolicyServer` starts ``continuum serve MODEL --policy P ...`` with ``continuum_eval.live.settings``'s shared flags
+and the policy's own (``serve_command``) through ``continuum_eval.live.runs.start_server`` (vLLM's development
 endpoints on, so the bench can empty the prefix cache between policies; log in ``OUT/serve-POLICY.log``), and
 stops it on exit; given a ``base_url`` it uses that server as is. :class:`PinPeak` samples ``/continuum/stats``
 during a run for the peak of pinned blocks.
@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from continuum_eval.live.bench import BenchConfig, policy_args, server_flags, start_server
+from continuum_eval.live.runs import start_server
+from continuum_eval.live.settings import BenchConfig, serve_command
 
 __all__ = ["PolicyServer", "PinPeak", "continuum_stats", "served_model"]
 
@@ -29,11 +30,8 @@ class PolicyServer:
     def __enter__(self) -> "PolicyServer":
         if self.base_url:
             return self
-        from continuum.serve import models
-
-        serve_policy, own = policy_args(self.label, self.bench)
-        self.args = ["--policy", serve_policy, *own, *server_flags(self.bench)]
-        self.proc = start_server(self.label, self.bench.model or models.DEFAULT_MODEL, self.args, self.bench)
+        model, self.args = serve_command(self.label, self.bench)
+        self.proc = start_server(self.label, model, self.args, self.bench)
         self.base_url = self.proc.base_url
         return self
 

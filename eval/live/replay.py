@@ -16,7 +16,8 @@ runs with the same seed send identical prompts. A server that does not return to
 stand-in ids for the outputs (``turns.token_exact`` is false in the result).
 
 **Context length.** Traces describe long programs (SWE-bench: 10-20k tokens of final context) and small models
-have short windows. Two knobs, applied in this order, before arrivals are assigned:
+have short windows. Two knobs (:mod:`continuum_workloads.transforms`), applied in this order, before arrivals
+are assigned:
 
 1. ``token_scale`` F (``--token-scale``): every turn's ``new_input_tokens`` and ``output_tokens`` times F,
    rounded (at least 1 output token, 1 token of first prompt). Shrinks the whole trace and keeps the relative
@@ -29,8 +30,6 @@ have short windows. Two knobs, applied in this order, before arrivals are assign
 
 **Hints.** Every request carries ``session_id`` = the program id. With ``hints`` on (default), ``vllm_xargs``
 carries the turn's ``tool`` (the trace knows the tool call that follows) and ``is_last_step`` on the last turn.
-(``scale_program``, ``fit_program`` and ``synthetic_ids`` live in :mod:`continuum_workloads.turn_plan`; they are
-importable from here too.)
 
 **Failures never hang the run.** Each request has a timeout; a failed request (HTTP error, a connection dropped
 twice, timeout) marks its program failed and the run goes on. When a transport error finds the server gone (its health
@@ -45,6 +44,7 @@ sampled for pinned blocks and diffed for pin counters. :func:`continuum_eval.res
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sys
 import time
@@ -57,11 +57,10 @@ from continuum_agents.protocol import KEEPALIVE_EXPIRY_S, DroppedConnection
 from continuum_agents.session import AsyncAgentSession, SessionError
 from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
 from continuum_eval.live.server_stats import ServerInfoError, StatsSampler, alive, get_stats, pin_delta, server_info
-from continuum_workloads import Program, assign_arrivals
-from continuum_workloads.turn_plan import TurnPlan, fit_program, plan_turn, scale_program, synthetic_ids
+from continuum_workloads import Program, assign_arrivals, shape_programs
+from continuum_workloads.turn_plan import TurnPlan, plan_turn
 
-__all__ = ["ReplayOptions", "ReplayError", "replay", "replay_sync", "fit_program", "scale_program",
-           "prepare_programs", "synthetic_ids", "server_info"]
+__all__ = ["ReplayOptions", "ReplayError", "replay", "replay_sync", "prepare_programs", "server_info"]
 
 
 class ReplayError(RuntimeError):
@@ -118,9 +117,7 @@ def prepare_programs(programs: Sequence[Program], *, jps: float | None, seed: in
     """Scale, fit and assign arrivals: the exact programs a replay (or a simulation of it) runs."""
     if not programs:
         raise ReplayError("the trace has no programs")
-    out = [scale_program(p, token_scale, tool_scale) for p in programs]
-    if max_context is not None:
-        out = [fit_program(p, max_context) for p in out]
+    out = shape_programs(programs, token_scale=token_scale, tool_scale=tool_scale, max_context=max_context)
     if jps is not None:
         out = assign_arrivals(out, jps, seed)
     elif any(p.arrival_s is None for p in out):
@@ -130,8 +127,6 @@ def prepare_programs(programs: Sequence[Program], *, jps: float | None, seed: in
 
 def agentic_context(session_id: str) -> dict[str, str]:
     """vllm-router's program identity for a request. A JSON string: vLLM's ``vllm_xargs`` take no objects."""
-    import json
-
     return {"agentic_context": json.dumps({"program_id": session_id})}
 
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import httpx
 
-from continuum_agents import AgentSession
 from continuum.serve.argtypes import positive_int
+from continuum_agents import AgentSession
+from continuum_eval.live.runs import reset_prefix_cache
 
 __all__ = ["probe", "main"]
 
@@ -55,11 +56,6 @@ def _ask(base_url: str, model: str, messages: list[dict[str, str]], max_tokens: 
             "logprobs": [c["logprob"] for c in (choice.get("logprobs") or {}).get("content") or []]}
 
 
-def _reset(base_url: str) -> bool:
-    r = httpx.post(base_url + "/reset_prefix_cache", timeout=30)
-    return r.status_code == 200
-
-
 def _compare(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     n = next((i for i, (a, b) in enumerate(zip(ref["ids"], other["ids"])) if a != b), None)
     agree = n if n is not None else min(len(ref["ids"]), len(other["ids"]))
@@ -75,13 +71,13 @@ def probe(base_url: str, others: int = 4, max_tokens: int = 128) -> dict[str, An
     q = _question(0)
     rest = [_question(i + 1) for i in range(others)]
     answers: dict[str, dict[str, Any]] = {}
-    can_reset = _reset(base_url)
+    can_reset = reset_prefix_cache(base_url)
     answers["cold"] = _ask(base_url, model, q, max_tokens)
-    can_reset = _reset(base_url) and can_reset
+    can_reset = reset_prefix_cache(base_url) and can_reset
     answers["cold-again"] = _ask(base_url, model, q, max_tokens)
     answers["warm"] = _ask(base_url, model, q, max_tokens)
     for name, cold in (("batched", True), ("batched-warm", False)):
-        if cold and not _reset(base_url):
+        if cold and not reset_prefix_cache(base_url):
             can_reset = False
         with ThreadPoolExecutor(max_workers=others + 1) as pool:
             futures = [pool.submit(_ask, base_url, model, m, max_tokens) for m in [q, *rest]]

@@ -15,8 +15,10 @@ import sys
 
 import numpy as np
 
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
 from continuum_eval.sim.run import simulate_result
-from continuum_workloads import Program, assign_arrivals, read_trace
+from continuum_workloads import Program, assign_arrivals, load_programs
 
 
 def mixed(ls: list[Program], be: list[Program], ls_jps: float, be_jps: float, seed: int) -> list[Program]:
@@ -52,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="h100-llama-3.1-8b")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    progs = mixed(read_trace(a.ls_trace)[: a.limit], read_trace(a.be_trace)[: a.limit], a.ls_jps, a.be_jps, a.seed)
+    try:
+        policies = parse_policies(a.policies)
+    except ConfigError as exc:
+        ap.error(f"--policies: {exc}")
+    progs = mixed(load_programs(a.ls_trace, a.limit), load_programs(a.be_trace, a.limit), a.ls_jps, a.be_jps, a.seed)
     print(f"{len(progs)} programs: LS {a.ls_trace} at {a.ls_jps} JPS, BE {a.be_trace} at {a.be_jps} JPS, "
           f"profile {a.profile}")
     print("| policy | LS TTFT mean (s) | LS TTFT p95 (s) | LS JCT mean (s) | BE JCT mean (s) | BE programs/min |")
     print("|---|---|---|---|---|---|")
-    for pol in a.policies.split(","):
+    for pol in policies:
         engines: list = []
         simulate_result(progs, pol, a.profile, None, a.seed, progress=False, engine_out=engines)
         s = summary([sp.record for sp in engines[0].progs])

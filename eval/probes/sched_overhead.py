@@ -17,9 +17,10 @@ import time
 
 from tqdm import tqdm
 
-from continuum_eval.sim.offline import build_scheduler, fabricate_output, make_request, run_step
-from continuum.policy.presets import PRESETS, resolve
+from continuum.policy.presets import PRESETS, parse_policies, resolve
+from continuum.policy.registry import ConfigError
 from continuum.sched.scheduler import scheduler_for
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, fabricate_output, make_request, run_step
 
 BS = 32
 
@@ -67,7 +68,10 @@ def main() -> None:
     ap.add_argument("--policies", default=",".join(p for p in PRESETS if p != "oracle"),
                     help="presets to time (vllm is always the baseline)")
     args = ap.parse_args()
-    names = ["vllm"] + [p for p in args.policies.split(",") if p and p != "vllm"]
+    try:
+        names = ["vllm"] + [p for p in parse_policies(args.policies) if p != "vllm"]
+    except ConfigError as exc:
+        ap.error(f"--policies: {exc}")
     scheds = {name: prepare(name, args.programs, args.pins) for name in names}
     cont = scheds.get("continuum")
     if cont is not None:

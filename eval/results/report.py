@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = ["format_table", "ratios", "format_ratios", "plot_jct_vs_jps", "plot_jct_cdf", "write_report",
-           "load_results", "BASELINE"]
+           "load_results", "pyplot", "save_figure", "percent", "BASELINE"]
 
 BASELINE = "vllm"
 
@@ -98,7 +98,9 @@ def format_ratios(results: Sequence[dict[str, Any]], baseline: str = BASELINE) -
     return "\n".join(lines)
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files, no display). Imported on first use: matplotlib is the eval
+    extra's, and reports without plots do not need it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,14 +109,23 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
+
+
 def plot_jct_vs_jps(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     rates = sorted({r["jps"] for r in results if r.get("jps") is not None})
     if len(rates) <= 1:
         # One load level: a line plot would be a lone dot per policy; bars read better.
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
         _jct_bars(ax, results, rates[0] if rates else None)
-        return _save(plt, fig, path)
+        return save_figure(fig, path)
     # Mean and p95 side by side, one line per policy; many policies need more colours and the legend outside.
     fig, axes = plt.subplots(1, 2, figsize=(12.8, 4.6), dpi=120, sharey=True)
     policies = _policies(results)
@@ -134,15 +145,7 @@ def plot_jct_vs_jps(results: Sequence[dict[str, Any]], path: str | Path) -> Path
             ax.set_yscale("log")
     axes[0].set_ylabel("job completion time (s)")
     axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
-    return _save(plt, fig, path)
-
-
-def _save(plt: Any, fig: Any, path: str | Path) -> Path:
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _jct_bars(ax, results: Sequence[dict[str, Any]], rate: float | None) -> None:
@@ -166,7 +169,7 @@ def _jct_bars(ax, results: Sequence[dict[str, Any]], rate: float | None) -> None
 
 
 def plot_jct_cdf(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     rates = sorted({r.get("jps") for r in results}, key=lambda x: -1 if x is None else x)
     n = len(rates)
     cols = min(n, 3)
@@ -194,11 +197,7 @@ def plot_jct_cdf(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
             ax.legend(loc="upper left", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(results: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "Continuum vs vLLM",

@@ -8,7 +8,10 @@ One concept per file:
 - `profiles`    named profiles: cost model + engine shape + KV pool size
 - `clock`       the virtual clock
 - `entities`    programs, turns and their token ids
-- `engine`      the event loop: arrivals, schedule(), cost, fabricated outputs, tool waits
+- `core`        one engine: schedule(), the step's cost, fabricated outputs
+- `loop`        the event loop of every run (one engine, replicas, lockstep ranks): arrivals, steps, tool waits
+- `routing`     which engine a turn goes to
+- `vllm_offline` vLLM schedulers built without an engine
 - `isolated`    each program alone on an idle engine (slowdown's denominator), memoized
 - `run`         `simulate_result`: one run's result JSON
 - `cli`         ``continuum sim`` and ``continuum profile``

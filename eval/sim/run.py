@@ -13,13 +13,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from continuum_eval.results.metrics import percentiles, summarize
 from continuum.policy.presets import is_vllm, resolve
-from continuum_eval.sim.engine.loop import Engine
-from continuum_workloads.turn_plan import fit_program
-from continuum_eval.sim.engine.isolated import isolated_jct
+from continuum_eval.results.metrics import percentiles, summarize
 from continuum_eval.sim.cost.profiles import Profile, get_profile
+from continuum_eval.sim.engine.core import EngineCore
+from continuum_eval.sim.engine.isolated import isolated_jct
+from continuum_eval.sim.engine.loop import Engine, EventLoop
 from continuum_workloads import Program, assign_arrivals
+from continuum_workloads.transforms import fit_program
 
 DEFAULT_PROFILE = "h100-llama-3.1-8b"
 
@@ -45,47 +46,35 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     ``policy``: a `continuum.policy.presets` preset (``continuum policies`` lists them) or a bench label
     (``continuum/MODE``). ``policy_overrides``: component settings (e.g. ``pin_cap``, ``terms``, ``knobs``);
     vLLM's own scheduler ignores them.
-    ``engine_out``: if a list, the finished `Engine` is appended to it (tests inspect the scheduler).
+    ``engine_out``: if a list, the finished simulation is appended to it (an `Engine` when there is one engine:
+    tests inspect its scheduler).
     ``replicas`` > 1: that many engines behind ``router`` (`continuum_eval.sim.engine.routing`); ``dp`` > 1: that many
-    data-parallel ranks, programs kept on a rank with spill (``lockstep``: a step lasts the slowest rank's,
-    `continuum_eval.sim.engine.lockstep`). The result then has a ``scaleout`` section.
+    data-parallel ranks, programs kept on a rank with spill (``lockstep``: a step lasts the slowest rank's). The
+    result then has a ``scaleout`` section (`continuum_eval.sim.engine.loop`).
     """
     if not programs:
         raise ValueError("no programs to simulate")
+    if replicas > 1 and dp > 1:
+        raise ValueError("simulate replicas or data-parallel ranks, not both")
     overrides = policy_overrides or {}
     config = None if is_vllm(policy) else resolve(policy, **overrides)  # fail early on a bad name or setting
     prof = profile if isinstance(profile, Profile) else get_profile(profile or DEFAULT_PROFILE)
     progs = prepare(programs, prof, jps, seed)
-    if replicas > 1 or dp > 1:
-        return _scaleout_result(progs, policy, prof, jps, seed, overrides, config, meta, progress, replicas,
-                                router, dp, lockstep)
+    engines = max(replicas, dp)
     t0 = time.perf_counter()
-    engine = Engine(progs, policy, prof, seed=seed, progress=progress, policy_overrides=policy_overrides).run()
+    if engines == 1:
+        sim: EventLoop = Engine(progs, policy, prof, seed=seed, progress=progress, policy_overrides=overrides)
+    else:
+        # Data-parallel ranks are placed the way the data-parallel middleware places them.
+        sim = EventLoop(progs, policy, prof, engines=engines, router="session-load" if dp > 1 else router,
+                        lockstep=dp > 1 and lockstep, seed=seed, progress=progress, policy_overrides=overrides)
+    sim.run()
     wall = time.perf_counter() - t0
-    result = engines_result([engine], engine.progs, policy, prof, progs, jps, seed, wall, overrides, config, meta)
+    result = engines_result(sim.engines, sim.progs, policy, prof, progs, jps, seed, wall, overrides, config, meta)
+    if engines > 1:
+        result["scaleout"] = {"replicas": replicas, "dp": dp, **sim.state()}
     if engine_out is not None:
-        engine_out.append(engine)
-    return result
-
-
-def _scaleout_result(progs: list[Program], policy: str, prof: Profile, jps: float | None, seed: int,
-                     overrides: dict, config: Any, meta: dict | None, progress: bool, replicas: int, router: str,
-                     dp: int, lockstep: bool) -> dict[str, Any]:
-    from continuum_eval.sim.engine.cluster import ReplicaSim
-    from continuum_eval.sim.engine.lockstep import LockstepSim
-
-    if replicas > 1 and dp > 1:
-        raise ValueError("simulate replicas or data-parallel ranks, not both")
-    if dp > 1:
-        router = "session-load"  # the data-parallel middleware's placement
-    cls = LockstepSim if dp > 1 and lockstep else ReplicaSim
-    t0 = time.perf_counter()
-    multi = cls(progs, policy, prof, max(replicas, dp), router, seed=seed, progress=progress,
-                policy_overrides=overrides).run()
-    wall = time.perf_counter() - t0
-    result = engines_result(multi.engines, multi.progs, policy, prof, progs, jps, seed, wall, overrides, config,
-                            meta)
-    result["scaleout"] = {"replicas": replicas, "dp": dp, **multi.state()}
+        engine_out.append(sim)
     return result
 
 
@@ -96,7 +85,7 @@ def _sum_counters(dicts: Sequence[dict | None]) -> dict | None:
     return {k: sum(int(d.get(k, 0) or 0) for d in found) for k in found[0]}
 
 
-def engines_result(engines: Sequence[Engine], sim_programs: Sequence, policy: str, prof: Profile,
+def engines_result(engines: Sequence[EngineCore], sim_programs: Sequence, policy: str, prof: Profile,
                    progs: Sequence[Program], jps: float | None, seed: int, wall: float, overrides: dict,
                    config: Any, meta: dict | None) -> dict[str, Any]:
     """The result dict of a run on one engine or several (replicas, data-parallel ranks): records of every

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from continuum.serve.argtypes import positive_float, positive_int
-from continuum_eval.results.report import _pyplot
+from continuum_eval.results.report import pyplot, save_figure
 from continuum_eval.sim.cost.profiles import get_profile
 from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
-from continuum_workloads import read_trace
+from continuum_workloads import load_programs
 
 
 def _ints(text: str) -> list[int]:
@@ -80,7 +80,7 @@ def replicas_table(rows: Sequence[dict]) -> str:
 
 def plot_replicas(rows: Sequence[dict], path: Path) -> Path:
     """Mean JCT and prefix hit rate of N replicas relative to one replica on the same programs."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
     routers = [r for r in dict.fromkeys(x["router"] for x in rows) if r != "-"]
     for i, router in enumerate(routers):
@@ -100,10 +100,7 @@ def plot_replicas(rows: Sequence[dict], path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     a.set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_balance(programs: list, args: argparse.Namespace) -> list[dict]:
@@ -139,7 +136,7 @@ def balance_table(rows: Sequence[dict]) -> str:
 
 
 def plot_balance(rows: Sequence[dict], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), dpi=120)
     names = [r["balance"] for r in rows]
     for ax, key, label, scale in zip(axes, ("output_tok_s", "tpot_s", "ttft_s"),
@@ -147,10 +144,7 @@ def plot_balance(rows: Sequence[dict], path: Path) -> Path:
         ax.bar(names, [scale * r[key] for r in rows], color=["C0", "C1"])
         ax.set_title(label)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args.profile = get_profile(args.profile)
     if args.max_num_seqs:
         args.profile.max_num_seqs = args.max_num_seqs
-    programs = read_trace(args.trace)
+    programs = load_programs(args.trace)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.what == "replicas":

@@ -14,13 +14,16 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from continuum.policy.registry import ConfigError
-from continuum.policy.presets import PRESETS, is_vllm, resolve
 from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum.policy.presets import PRESETS, parse_policies
+from continuum.policy.registry import ConfigError
+from continuum_eval.results.report import write_report
 from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
+from continuum_workloads import load_programs
 
 ORDER = tuple(PRESETS)
 
@@ -63,14 +66,8 @@ def write_sim_report(results: Sequence[dict[str, Any]], out_dir: Path, title: st
                      plots: bool = True) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(list(results), indent=2) + "\n")
-    try:
-        from continuum_eval.results.report import write_report
-
-        paths = write_report(results, out_dir, title=title, notes=notes, plots=plots)
-        report = paths["report"]
-        text = report.read_text()
-    except ImportError:
-        report, text = out_dir / "report.md", f"# {title}\n"
+    report = write_report(results, out_dir, title=title, notes=notes, plots=plots)["report"]
+    text = report.read_text()
     text += ("\n## Simulator: mean / p95 JCT per policy and load\n\n" + sim_table(results) + "\n\n"
              "## Simulator: details\n\n" + detail_table(results) + "\n")
     report.write_text(text)
@@ -94,15 +91,11 @@ def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profi
             for jps in rates for pol in policies]
     if jobs <= 1:
         return [_one(w) for w in work]
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(jobs) as pool:
         return list(pool.map(_one, work))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from continuum_workloads import read_trace
-
     p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.sweep")
     p.add_argument("--trace", required=True)
     p.add_argument("--profile", default=DEFAULT_PROFILE)
@@ -117,14 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     add_policy_flags(p)
     a = p.parse_args(argv)
     overrides = overrides_from_args(a)
-    programs = read_trace(a.trace)
-    programs = programs[: a.limit] if a.limit else programs
+    programs = load_programs(a.trace, a.limit)
     rates = [float(x) for x in a.jps.split(",") if x.strip()]
-    pols = [x.strip() for x in a.policies.split(",") if x.strip()]
     try:
-        for pol in pols:
-            if not is_vllm(pol):
-                resolve(pol, **overrides)
+        pols = parse_policies(a.policies, **overrides)
     except ConfigError as exc:
         p.error(f"--policies: {exc}")
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 | name | hardware, model | cost model |
 |---|---|---|
 | ``h100-llama-3.1-8b`` | 1 x H100 SXM 80 GB, Llama-3.1-8B BF16 | roofline |
+| ``h200-llama-3.1-8b`` | 1 x H200 SXM 141 GB, Llama-3.1-8B BF16 | roofline, fitted to measured H200 steps |
 | ``a100-llama-3.1-8b`` | 1 x A100 SXM 80 GB, Llama-3.1-8B BF16 | roofline |
 | ``h100x4-llama-3.1-70b`` | 4 x H100 SXM 80 GB (tensor parallel 4), Llama-3.1-70B BF16 | roofline |
 | ``cpu`` | this machine's CPU engine on an embedded model | fitted (``continuum profile``) |
@@ -15,12 +16,16 @@ KV pool, per GPU: total memory x 0.92 - the GPU's share of the weights - a reser
 ``max_num_batched_tokens``, the sampler's logits at ``max_num_seqs``, CUDA graphs and NCCL/cuBLAS workspaces
 (2.5 GiB, 3 GiB for 70B); divided by the bytes of one block (block size x layers x 2 (K, V) x KV heads on
 this GPU x head size x 2 bytes). H100 with Llama-3.1-8B: 72.9 - 15.0 - 2.5 = 55.4 GiB, 128 KiB per token,
-about 454k tokens (28.4k blocks of 16).
+about 454k tokens (28.4k blocks of 16). H200 (the H100's engine shape): 129.2 - 15.0 - 2.5 = 111.7 GiB, about
+915k tokens (57.2k blocks of 16).
 
 Efficiency factors: GEMM and element-wise ones fitted to the Vidur H100/A100 measurements
 (``python -m continuum_eval.sim.fit.calibration``; for H100 the fit used Llama-2-7B and -70B shapes, which are those of
 Llama-3.1 except the 7B's MHA and smaller MLP; for A100 the Llama-3-8B and -70B shapes, which are exactly
 Llama-3.1's); attention, all-reduce and per-step overhead are documented assumptions (`continuum_eval.sim.cost.costmodel`).
+H200: attention, element-wise, GEMM sharpness and per-step overhead fitted to whole-step times measured on an
+H200 (``python -m continuum_eval.sim.fit.h200``, which says how and how well), GEMM efficiencies the measured
+GEMM and copy ceilings over the datasheet.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from continuum_eval.sim.cost.costmodel import Efficiency, LinearCostModel, RooflineCostModel, StepBatch, prefill_seconds
-from continuum_eval.sim.cost.specs import A100, GiB, H100, LLAMA_3_1_70B, LLAMA_3_1_8B, GPUSpec, ModelSpec
+from continuum_eval.sim.cost.specs import A100, GiB, H100, H200, LLAMA_3_1_70B, LLAMA_3_1_8B, GPUSpec, ModelSpec
 
 FITTED_DIR = Path(__file__).resolve().parents[1] / "fitted"
 GPU_MEMORY_UTILIZATION = 0.92  # vLLM's default
@@ -46,6 +51,15 @@ A100_EFF = Efficiency(gemm_compute=0.734, gemm_memory=0.796, gemm_sharpness=1.43
                       elementwise_memory=0.507, elementwise_latency_s=3.57e-6,
                       attn_compute=0.5, attn_memory=0.7, allreduce_latency_s=10e-6, allreduce_link=0.8,
                       step_overhead_s=1.0e-3, source="vidur a100 fit (GEMM, element-wise); assumptions (rest)")
+# Fitted to step times measured on an H200 by `python -m continuum_eval.sim.fit.h200` (rounded): attention,
+# element-wise, GEMM sharpness and step overhead fitted; GEMM compute / memory the measured 783 TFLOP/s GEMM and
+# 4.16 TB/s copy over the datasheet's 989 TFLOP/s and 4.8 TB/s; kernel latencies the H100 fit's. The measured
+# model runs RMSNorm, rotary and SiLU unfused, so element-wise work and overhead are upper bounds on vLLM's.
+H200_EFF = Efficiency(gemm_compute=0.792, gemm_memory=0.868, gemm_sharpness=5.54, gemm_latency_s=4.0e-6,
+                      elementwise_memory=0.145, elementwise_latency_s=2.9e-6,
+                      attn_compute=0.333, attn_memory=0.951, attn_latency_s=8e-6, allreduce_latency_s=8e-6,
+                      allreduce_link=0.8, step_overhead_s=2.89e-3,
+                      source="h200 step-time fit (attention, element-wise, overhead); measured ceilings (GEMM)")
 
 
 @dataclass
@@ -132,6 +146,7 @@ def cpu_profile(path: Path | None = None) -> Profile:
 
 _BUILDERS = {
     "h100-llama-3.1-8b": lambda: gpu_profile("h100-llama-3.1-8b", LLAMA_3_1_8B, H100, 1, H100_EFF, 8192, 1024, 2.5),
+    "h200-llama-3.1-8b": lambda: gpu_profile("h200-llama-3.1-8b", LLAMA_3_1_8B, H200, 1, H200_EFF, 8192, 1024, 2.5),
     "a100-llama-3.1-8b": lambda: gpu_profile("a100-llama-3.1-8b", LLAMA_3_1_8B, A100, 1, A100_EFF, 2048, 256, 2.5),
     "h100x4-llama-3.1-70b": lambda: gpu_profile("h100x4-llama-3.1-70b", LLAMA_3_1_70B, H100, 4, H100_EFF, 8192,
                                                 1024, 3.0),

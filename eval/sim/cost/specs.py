@@ -2,8 +2,9 @@
 
 Model shapes are the ``config.json`` values Meta publishes for Llama-3.1 (nothing is downloaded). GPU numbers
 are the vendor's datasheet peaks (dense BF16 tensor-core FLOP/s, HBM bandwidth, NVLink bandwidth per GPU)
-and the total memory CUDA reports on the 80 GB parts. The gap between datasheet peaks and what kernels
-achieve is carried by the efficiency factors of `continuum_eval.sim.cost.costmodel`, not here.
+and the total memory CUDA reports. The gap between datasheet peaks and what kernels achieve is carried by the
+efficiency factors of `continuum_eval.sim.cost.costmodel`, not here. The host link (PCIe, what a KV-offloading
+tier copies over) is the datasheet peak on H100 and A100, and the measured pinned-copy rate on H200.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ class GPUSpec:
     mem_bw: float  # HBM bandwidth, bytes/s
     mem_bytes: int  # total device memory as CUDA reports it
     link_bw: float  # NVLink bandwidth per GPU per direction, bytes/s
+    # The host link a KV-offloading tier copies over (PCIe to pinned host memory): bytes/s each way, and the
+    # fixed cost of one transfer. 0 where unknown.
+    host_to_device_bw: float = 0.0
+    device_to_host_bw: float = 0.0
+    host_link_latency_s: float = 0.0
+
+    def host_copy_s(self, nbytes: float, to_device: bool = True) -> float:
+        """Seconds to move ``nbytes`` over the host link in one transfer (what offloading or reloading KV costs)."""
+        bw = self.host_to_device_bw if to_device else self.device_to_host_bw
+        if bw <= 0:
+            raise ValueError(f"{self.name}: host-link bandwidth unknown")
+        return self.host_link_latency_s + nbytes / bw
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,10 +85,26 @@ LLAMA_3_1_8B = ModelSpec("llama-3.1-8b", layers=32, hidden=4096, heads=32, kv_he
 LLAMA_3_1_70B = ModelSpec("llama-3.1-70b", layers=80, hidden=8192, heads=64, kv_heads=8, intermediate=28672,
                           vocab=128256, max_position=131072)
 
+# Host-link latency: one cudaMemcpyAsync's launch and DMA setup, about 10 us (an assumption of that order; no
+# measurement here resolves it, and it only matters for copies far below a megabyte).
+HOST_LINK_LATENCY_S = 10e-6
+
 # H100 SXM5 80 GB: 989 TFLOP/s dense BF16, 3.35 TB/s HBM3, NVLink 4 at 900 GB/s (450 GB/s each way).
-H100 = GPUSpec("h100-sxm-80gb", bf16_flops=989e12, mem_bw=3.35e12, mem_bytes=int(79.19 * GiB), link_bw=450e9)
+# Host link: PCIe Gen5 x16, 128 GB/s both ways together in NVIDIA's datasheet (32 GT/s x 16 lanes, 64 GB/s each
+# way): the link's peak; pinned copies reach about 86% of it (55 GB/s, the H200 measurement below, same link).
+H100 = GPUSpec("h100-sxm-80gb", bf16_flops=989e12, mem_bw=3.35e12, mem_bytes=int(79.19 * GiB), link_bw=450e9,
+               host_to_device_bw=64e9, device_to_host_bw=64e9, host_link_latency_s=HOST_LINK_LATENCY_S)
 # A100 SXM4 80 GB: 312 TFLOP/s dense BF16, 2.04 TB/s HBM2e, NVLink 3 at 600 GB/s (300 GB/s each way).
-A100 = GPUSpec("a100-sxm-80gb", bf16_flops=312e12, mem_bw=2.039e12, mem_bytes=int(79.15 * GiB), link_bw=300e9)
+# Host link: PCIe Gen4 x16, 64 GB/s both ways together in NVIDIA's datasheet (32 GB/s each way, the link's peak).
+A100 = GPUSpec("a100-sxm-80gb", bf16_flops=312e12, mem_bw=2.039e12, mem_bytes=int(79.15 * GiB), link_bw=300e9,
+               host_to_device_bw=32e9, device_to_host_bw=32e9, host_link_latency_s=HOST_LINK_LATENCY_S)
+# H200 SXM 141 GB: the H100's die (989 TFLOP/s dense BF16, NVLink 4 at 450 GB/s each way) with 141 GB of HBM3e at
+# 4.8 TB/s (NVIDIA's datasheet); CUDA reports 143,771 MiB. Host link (PCIe Gen5 x16): the pinned-memory copy
+# rates measured on one H200 (1 GiB copies: 55.3 GB/s host to device, 55.2 GB/s device to host; 4,096
+# scattered 16-token KV blocks gathered into pinned memory first: 55.1 GB/s), see
+# eval/sim/fitted/h200-llama-3.1-8b-measured.json.
+H200 = GPUSpec("h200-sxm-141gb", bf16_flops=989e12, mem_bw=4.8e12, mem_bytes=143771 * (1 << 20), link_bw=450e9,
+               host_to_device_bw=55.3e9, device_to_host_bw=55.2e9, host_link_latency_s=HOST_LINK_LATENCY_S)
 
 MODELS = {m.name: m for m in (LLAMA_3_1_8B, LLAMA_3_1_70B)}
-GPUS = {"h100": H100, "a100": A100}
+GPUS = {"h100": H100, "a100": A100, "h200": H200}

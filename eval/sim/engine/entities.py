@@ -1,22 +1,22 @@
 """Simulated programs, their turns, and the engine requests the turns become.
 
-A program's turn k is one vLLM request, built as the live replay builds it (`continuum_workloads.turn_plan`): its prompt is turn
-k-1's prompt + turn k-1's output ids + ``new_input_tokens`` synthetic ids for turn k, drawn by
-`continuum_workloads.turn_plan.synthetic_ids` from (seed, program id, turn). The output ids the simulator "samples" are seeded
-the same way (salt 1: what the replay uses for servers that return no ids), so a program's prompts, and
-therefore its prefix-cache block hashes, are the same in every run with the same seed, and the next turn's
-prompt extends exactly the tokens whose KV the previous turn left in the cache.
+A program's turn k is one vLLM request, planned as the live replay plans it (`continuum_workloads.turn_plan`):
+its prompt is turn k-1's prompt + turn k-1's output ids + the plan's ``new_input_tokens`` synthetic ids for turn
+k, seeded by (seed, program id, turn). The output ids the simulator "samples" are the plan's stand-in outputs
+(what the replay uses for servers that return no ids), so a program's prompts, and therefore its prefix-cache
+block hashes, are the same in every run with the same seed, and the next turn's prompt extends exactly the
+tokens whose KV the previous turn left in the cache.
 
 Requests carry what a Continuum client sends: ``session_id`` = program id, and in ``extra_args`` the ``tool``
 the turn will call (when it calls one), ``is_last_step`` on the last turn, ``tool_s``, the true duration of
 the tool call that follows (only the ``oracle`` retention reads it), and ``future``, what the program will still
 do (only the ``oracle`` work predictor, i.e. the ``clairvoyant`` preset, reads it).
 
-Context length: programs are fitted to the engine's ``max_model_len`` before the run with the turn plan's
-`fit_program` (a program whose final context is longer is scaled down proportionally, turn by turn, keeping its
-turns and tools). For Llama-3.1's 131,072 tokens no SWE-bench or BFCL program is touched. As a last guard a
-prompt that would still not fit is cut to its first ``max_model_len - output`` tokens (counted in
-``clipped_turns``).
+Context length: programs are fitted to the engine's ``max_model_len`` before the run with
+`continuum_workloads.transforms.fit_program` (a program whose final context is longer is scaled down
+proportionally, turn by turn, keeping its turns and tools). For Llama-3.1's 131,072 tokens no SWE-bench or BFCL
+program is touched. As a last guard a prompt that would still not fit is cut to its first
+``max_model_len - output`` tokens (counted in ``clipped_turns``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.request import Request
 
 from continuum_eval.results.metrics import ProgramRecord, TurnRecord
-from continuum_workloads.turn_plan import synthetic_ids
 from continuum_workloads import Program
-
-VOCAB = (1000, 30000)  # the replay's default synthetic id range
+from continuum_workloads.turn_plan import VOCAB, plan_turn
 
 
 def fast_block_hash(obj: Any) -> bytes:
@@ -99,26 +97,24 @@ class SimProgram:
     def make_turn(self, now: float) -> Pending:
         """Turn ``next_turn`` as an engine request arriving at ``now``."""
         k = self.next_turn
-        turn = self.program.turns[k]
-        last = k == len(self.program.turns) - 1
-        lo, hi = self.vocab
-        prompt = self.history + synthetic_ids(turn.new_input_tokens, seed=self.seed, program_id=self.id, turn=k,
-                                              lo=lo, hi=hi)
-        out = min(turn.output_tokens, self.max_model_len - 1)
+        plan = plan_turn(self.program, k, seed=self.seed, vocab=self.vocab)
+        prompt = self.history + plan.new_ids
+        out = min(plan.max_tokens, self.max_model_len - 1)
         if len(prompt) + out > self.max_model_len:
             prompt = prompt[: self.max_model_len - out]
             self.clipped_turns += 1
         self.history = prompt
-        xargs: dict[str, Any] = {"is_last_step": last, "tool_s": float(turn.tool_s), "future": self.future(k, out)}
-        if turn.tool:
-            xargs["tool"] = turn.tool
+        xargs: dict[str, Any] = {"is_last_step": plan.is_last_step, "tool_s": plan.tool_s,
+                                 "future": self.future(k, out)}
+        if plan.tool:
+            xargs["tool"] = plan.tool
         if (cls := (self.program.meta or {}).get("class")) is not None:
             xargs["class"] = cls  # latency-sensitive "ls" or best-effort "be" (the ls-be classes)
         params = SamplingParams(max_tokens=out, ignore_eos=True, extra_args=xargs)
         request = Request(request_id=f"{self.id}#{k}", prompt_token_ids=prompt, sampling_params=params,
                           pooling_params=None, arrival_time=now, block_hasher=block_hasher(self.block_size),
                           session_id=self.id)
-        output_ids = synthetic_ids(out, seed=self.seed, program_id=self.id, turn=k, lo=lo, hi=hi, salt=1)
+        output_ids = plan.stand_in_output(out)
         record = TurnRecord(index=k, prompt_tokens=len(prompt), sent_s=now)
         self.record.turns.append(record)
         return Pending(self, k, request, output_ids, record, now)

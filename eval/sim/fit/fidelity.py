@@ -26,8 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
+from continuum.serve.launch import ServerProcess
+from continuum_eval.live.replay import ReplayOptions, replay_sync
+from continuum_eval.live.runs import DEV_MODE_ENV, env_set, reset_prefix_cache
 from continuum_eval.results.report import percent
 from continuum_eval.sim.cost.profiles import get_profile
+from continuum_eval.sim.run import simulate_result
+from continuum_workloads import load_programs, scale_program
 
 SERVE_POLICY = {"vllm": ("vllm", []), "continuum": ("continuum", ["--ttl-mode", "model"]),
                 "fixed": ("continuum", ["--ttl-mode", "fixed"]), "preserve": ("continuum", ["--ttl-mode", "preserve"])}
@@ -72,12 +79,6 @@ def table(live: list[dict], sim: list[dict], tool_s: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from continuum.serve.launch import ServerProcess
-    from continuum_eval.live.bench import DEV_MODE_ENV, env_set, reset_prefix_cache
-    from continuum_eval.live.replay import ReplayOptions, replay_sync, scale_program
-    from continuum_eval.sim.run import simulate_result
-    from continuum_workloads import read_trace
-
     p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.fit.fidelity")
     p.add_argument("--trace", required=True)
     p.add_argument("--limit", type=int)
@@ -90,19 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-blocks", type=int, help="KV pool for both sides (default: the server's own)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    try:
+        policies = parse_policies(a.policies)
+    except ConfigError as exc:
+        p.error(f"--policies: {exc}")
+    if unknown := [x for x in policies if x not in SERVE_POLICY]:
+        p.error(f"--policies: {', '.join(unknown)}: the comparison knows {', '.join(SERVE_POLICY)}")
 
     prof = get_profile(a.profile)
     if a.num_blocks:
         prof.num_blocks = a.num_blocks
     model = a.model or prof.cost.meta.get("model", "tiny")
-    programs = read_trace(a.trace)
-    programs = programs[: a.limit] if a.limit else programs
+    programs = load_programs(a.trace, a.limit)
     rates = [float(x) for x in a.jps.split(",") if x.strip()]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     live: list[dict] = []
     sim: list[dict] = []
-    for pol in [x.strip() for x in a.policies.split(",") if x.strip()]:
+    for pol in policies:
         serve_policy, extra = SERVE_POLICY[pol]
         args = ["--policy", serve_policy, *extra, *engine_flags(prof, a.num_blocks)]
         print(f"[fidelity] continuum serve {model} {' '.join(args)}", file=sys.stderr, flush=True)

@@ -36,16 +36,26 @@ does, and `profile_cpu` runs the measurement in a child process so the caller st
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from continuum_eval.sim.cost.costmodel import FEATURES, LinearCostModel, StepBatch
+import httpx
+import numpy as np
+
+from continuum.serve import models
+from continuum.serve.launch import ServerProcess
+from continuum_agents.session import KEEPALIVE_EXPIRY_S
+from continuum_eval.sim.cost.costmodel import FEATURES, LinearCostModel, StepBatch, features, nnls
 
 FITTED_DIR = Path(__file__).resolve().parents[1] / "fitted"
 CPU_KV_BYTES = 2 * 1024**3  # what `continuum serve` reserves for KV on a CPU machine
@@ -56,7 +66,7 @@ class ProfileError(RuntimeError):
     pass
 
 
-def _grid(quick: bool) -> list[dict]:
+def engine_grid(quick: bool) -> list[dict]:
     """Scenarios: each a list of (delay in engine steps, prompt tokens, output tokens) requests."""
     scen: list[dict] = []
     prefills = (16, 128, 512, 1024, 2048, 4096) if not quick else (64, 512, 2048)
@@ -90,13 +100,9 @@ def _batch_of(sched_out: Any, scheduler: Any) -> StepBatch:
 def measure(model: str, block_size: int, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
             repeats: int, quick: bool) -> dict:
     """Run the grid on an in-process engine; returns engine facts and (batch, seconds) points."""
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    import random
-
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # read when vLLM is imported: set it first
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
-
-    from continuum.serve import models
 
     path = models.resolve(model)
     kwargs: dict[str, Any] = dict(model=path, block_size=block_size, max_model_len=max_model_len,
@@ -138,7 +144,7 @@ def measure(model: str, block_size: int, max_model_len: int, max_num_seqs: int, 
     core.step_fn = step
     rng = random.Random(0)
     counter = 0
-    scenarios = _grid(quick)
+    scenarios = engine_grid(quick)
     for rep in range(repeats + 1):
         current["record"] = rep > 0  # pass 0 warms up
         for sc in scenarios:
@@ -170,10 +176,6 @@ def fit(points: list[tuple[StepBatch, float]], meta: dict) -> LinearCostModel:
 
 def client_overhead(model: str, engine_args: list[str], cost: LinearCostModel, samples: int = 15) -> float:
     """Median end-to-end latency of one-token requests through `continuum serve`, minus their step time."""
-    import httpx
-
-    from continuum.serve.launch import ServerProcess
-
     lat = []
     with ServerProcess(model, ["--policy", "vllm", *engine_args], startup_timeout_s=900) as srv:
         for i in range(samples + 3):
@@ -192,7 +194,7 @@ def client_overhead(model: str, engine_args: list[str], cost: LinearCostModel, s
 
 
 # -- through the server ------------------------------------------------------------------------------------------
-def _server_plan(quick: bool) -> tuple[list[tuple[int, int]], list[int]]:
+def server_plan(quick: bool) -> tuple[list[tuple[int, int]], list[int]]:
     """(batch, prompt) decode scenarios and first-token prompt lengths."""
     batches = (1, 2, 4, 8, 16, 32, 64) if not quick else (1, 8, 32)
     # Decode contexts where agent turns live (the fidelity trace's prompts are 0.2k to 3k tokens). Past ~4k the
@@ -222,14 +224,14 @@ async def _stream(client: Any, url: str, model: str, prompt: list[int], max_toke
     return chunks
 
 
-def _features(batches: list[StepBatch]) -> list[float]:
-    from continuum_eval.sim.cost.costmodel import features
-
+def summed_features(batches: list[StepBatch]) -> list[float]:
+    """The step model's features summed over ``batches`` (steps whose times add up in one observation)."""
     rows = [features(b) for b in batches]
     return [sum(col) for col in zip(*rows)]
 
 
-def _chunks(n: int, chunk: int) -> list[StepBatch]:
+def prefill_chunks(n: int, chunk: int) -> list[StepBatch]:
+    """The steps that prefill ``n`` prompt tokens, ``chunk`` at a time; the last one samples."""
     out, done = [], 0
     while done < n:
         q = min(chunk, n - done)
@@ -243,15 +245,7 @@ def _chunks(n: int, chunk: int) -> list[StepBatch]:
 def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: int, repeats: int,
                    quick: bool) -> list[dict]:
     """Observations through `continuum serve`: each {kind, x (features + overhead), seconds}."""
-    import asyncio
-    import random
-
-    import httpx
-
-    from continuum_agents.session import KEEPALIVE_EXPIRY_S
-    from continuum.serve.launch import ServerProcess
-
-    decode, ttft = _server_plan(quick)
+    decode, ttft = server_plan(quick)
     rng = random.Random(0)
     gen_out = 32
 
@@ -268,8 +262,8 @@ def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: i
                 for n in ttft:
                     t0 = time.perf_counter()
                     chunks = await _stream(client, url, model, ids(n), 1)
-                    obs.append({"kind": f"ttft{n}", "x": _features(_chunks(n, max_num_batched_tokens)) + [1.0],
-                                "seconds": chunks[0][0] - t0, "rep": rep})
+                    x = summed_features(prefill_chunks(n, max_num_batched_tokens)) + [1.0]
+                    obs.append({"kind": f"ttft{n}", "x": x, "seconds": chunks[0][0] - t0, "rep": rep})
                 for b, n in decode:
                     # Two runs that differ only in DECODE_EXTRA more output tokens: the difference of their
                     # completion times is that many steps of B requests decoding, as the client sees them (prefill,
@@ -282,11 +276,9 @@ def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: i
                                                          for _ in range(b)))
                         ends.append(max(c[-1][0] for c in results) - t0)
                     batch = StepBatch.decode([n + base + DECODE_EXTRA // 2] * b)
-                    obs.append({"kind": f"decode{b}x{n}", "x": _features([batch]) + [0.0],
+                    obs.append({"kind": f"decode{b}x{n}", "x": summed_features([batch]) + [0.0],
                                 "seconds": max(ends[1] - ends[0], 0.0) / DECODE_EXTRA, "rep": rep})
         return obs
-
-    import tempfile
 
     log = Path(tempfile.gettempdir()) / "continuum-profile-serve.log"
     with ServerProcess(model, ["--policy", "vllm", *engine_args], startup_timeout_s=900, log_path=log) as srv:
@@ -298,10 +290,6 @@ def measure_server(model: str, engine_args: list[str], max_num_batched_tokens: i
 
 def fit_server(obs: list[dict], meta: dict) -> tuple[LinearCostModel, float]:
     """Step-model coefficients and the client overhead, fitted together (see the module docstring)."""
-    import numpy as np
-
-    from continuum_eval.sim.cost.costmodel import nnls
-
     if len({o["kind"] for o in obs}) < len(FEATURES) + 1:
         raise ProfileError(f"too few distinct observations to fit ({len(obs)})")
     # Mean over the repetitions of each observation kind: with many concurrent streams the API process sometimes
@@ -373,8 +361,6 @@ def run(model: str, out: Path, block_size: int, num_blocks: int | None, max_mode
 
 
 def _blocks_for_budget(model: str, block_size: int) -> int:
-    from continuum.serve import models
-
     cfg = json.loads((Path(models.resolve(model)) / "config.json").read_text())
     head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     dtype = 4 if model == "smollm2-135m" else 2  # `continuum serve` runs smollm2-135m in float32
@@ -405,8 +391,6 @@ def profile_cpu(model: str = "tiny", out: str | Path | None = None, block_size: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.fit.profile_cpu")
     p.add_argument("--model", default="tiny")
     p.add_argument("--out", default=str(FITTED_DIR / "cpu.json"))

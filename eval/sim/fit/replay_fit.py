@@ -24,9 +24,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from continuum.serve.launch import ServerProcess
+from continuum_eval.live.replay import ReplayOptions, replay_sync
 from continuum_eval.sim.cost.costmodel import LinearCostModel
-from continuum_eval.sim.fit.profile_cpu import FITTED_DIR
 from continuum_eval.sim.cost.profiles import Profile, cpu_profile
+from continuum_eval.sim.fit.fidelity import engine_flags
+from continuum_eval.sim.fit.profile_cpu import FITTED_DIR
+from continuum_eval.sim.run import simulate_result
+from continuum_workloads import read_trace, scale_program
 
 SEQS_MAX = 0.01  # seconds per request per step: far above anything a CPU server shows
 
@@ -60,8 +65,6 @@ def bisect(target: float, simulate: Callable[[float], float], lo: float = 0.0, h
 
 def fit_to_replay(live_jct: float, programs: Sequence[Any], path: Path, jps: float, seed: int) -> dict:
     """Bisect ``seqs`` for ``programs`` (already scaled) and return what was found."""
-    from continuum_eval.sim.run import simulate_result
-
     def simulate(seqs: float) -> float:
         prof = with_seqs(cpu_profile(path), seqs)
         r = simulate_result(programs, "vllm", prof, jps, seed, progress=False, policy_overrides={"reload_cost": None})
@@ -75,11 +78,6 @@ def fit_to_replay(live_jct: float, programs: Sequence[Any], path: Path, jps: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from continuum.serve.launch import ServerProcess
-    from continuum_eval.live.replay import ReplayOptions, replay_sync, scale_program
-    from continuum_eval.sim.fit.fidelity import engine_flags
-    from continuum_workloads import read_trace
-
     p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.fit.replay_fit")
     p.add_argument("--trace", required=True)
     p.add_argument("--offset", type=int, default=0, help="skip the first N programs (keep them for the check)")

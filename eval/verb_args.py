@@ -1,0 +1,35 @@
+"""What the eval verbs (`continuum replay`, `bench`, `sim`) read from their flags, checked once for all: the
+trace's programs and the policies. Bad input is a `VerbError` naming the flag (exit status 2)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from continuum.policy.flags import overrides_from_args
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
+from continuum.serve.verbs import VerbError
+from continuum_workloads import Program, TraceError, load_programs
+
+__all__ = ["trace_programs", "policies_and_overrides"]
+
+
+def trace_programs(args: argparse.Namespace) -> list[Program]:
+    """The first ``--limit`` programs of ``--trace``."""
+    if not args.trace:
+        raise VerbError("--trace is required")
+    try:
+        return load_programs(args.trace, args.limit)
+    except TraceError as exc:
+        raise VerbError(str(exc)) from None
+
+
+def policies_and_overrides(text: str, flag: str, args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """The policies of ``text``, the comma list given to ``flag``, and the component overrides of the policy
+    flags in ``args``, each policy checked with them."""
+    overrides = overrides_from_args(args)
+    try:
+        return parse_policies(text, **overrides), overrides
+    except ConfigError as exc:
+        raise VerbError(f"{flag}: {exc}") from None
