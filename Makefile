@@ -39,6 +39,11 @@ demo: setup
 test: setup lint
 	$(VENV)/bin/pytest -q
 
+# The inner loop: every test that starts no vLLM engine (the `engine` marker), in a minute or two.
+.PHONY: test-fast
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not engine"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 

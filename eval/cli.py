@@ -13,12 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+from continuum_eval.agents_bench.cli import add_agent_arguments
+from continuum_eval.verb_args import policies_and_overrides, trace_programs
+
 from continuum.policy.flags import add_policy_flags
 from continuum.serve import verbs
 from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
 from continuum.serve.verbs import VerbError
-from continuum_eval.agents_bench.cli import add_agent_arguments
-from continuum_eval.verb_args import policies_and_overrides, trace_programs
 
 __all__ = ["ReplayVerb", "BenchVerb", "main"]
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from continuum_workloads import Program, TraceError, load_programs
+
 from continuum.policy.flags import overrides_from_args
 from continuum.policy.presets import parse_policies
 from continuum.policy.registry import ConfigError
 from continuum.serve.verbs import VerbError
-from continuum_workloads import Program, TraceError, load_programs
 
 __all__ = ["trace_programs", "policies_and_overrides"]
 

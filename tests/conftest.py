@@ -7,16 +7,17 @@ and vLLM's development endpoints (``/reset_prefix_cache``). Tests on it use sess
 differences of counters, never a fresh server's absolute values. A module that needs other flags (a small KV
 pool, API keys, data parallelism, another model) starts its own server.
 
-A test that ends the shared server asks for ``tiny_server_to_stop``: it runs after every other test, and if
-anything still asks for the server later (a reordered run), a new one is started.
-
-Every test that uses a server fixture of this file is marked ``engine`` (``make test-fast`` leaves them out).
+Order of a run: the tests that need no engine first, then the live ones (marked ``engine``; every test that
+uses a server fixture of this file is marked), module by module. When the run has tests on the shared
+server, it starts in the background as soon as collection ends, while the tests without an engine run. A
+test that ends the shared server asks for ``tiny_server_to_stop``: it runs after every other test, and if
+anything still asks for the server later, a new one is started.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,23 +31,12 @@ TINY_FLAGS = ["--block-size", "32", "--max-model-len", "8192", "--enable-prefix-
               "--enable-prompt-tokens-details", "--enforce-eager"]
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"  # vLLM serves /reset_prefix_cache with it (the determinism probe, benches)
 SERVER_FIXTURES = ("tiny_server", "tiny_server_to_stop", "shared_tiny")
-
-
-@contextlib.contextmanager
-def env_set(key: str, value: str) -> Iterator[None]:
-    old = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+STOPPER = "tiny_server_to_stop"
 
 
 class SharedServer:
-    """The run's `continuum serve tiny --policy continuum TINY_FLAGS`, started on first use and again if it died."""
+    """The run's `continuum serve tiny --policy continuum TINY_FLAGS`, started once, and again if a test ended it.
+    A start that failed is not tried again: every test that needs the server reports that failure."""
 
     flags = TINY_FLAGS
 
@@ -54,38 +44,112 @@ class SharedServer:
         self.log_dir = log_dir
         self.proc: ServerProcess | None = None
         self.starts = 0
+        self.error: BaseException | None = None
+        self.model_built = threading.Event()
+        self._early: threading.Thread | None = None
+
+    def start_early(self) -> None:
+        """Build the model and start the server in a thread; :meth:`get` waits for it."""
+
+        def run() -> None:
+            try:
+                models.build("tiny")
+            except BaseException as exc:  # noqa: BLE001 - reported by get()
+                self.error = exc
+                return
+            finally:
+                self.model_built.set()
+            try:
+                self._start()
+            except BaseException:  # noqa: BLE001 - kept in self.error, reported by get()
+                pass
+
+        self._early = threading.Thread(target=run, name="shared-tiny-server", daemon=True)
+        self._early.start()
 
     def get(self) -> ServerProcess:
+        if self._early is not None:
+            self._early.join()
+            self._early = None
+        if self.error is not None:
+            raise RuntimeError(f"the shared tiny server did not start: {self.error!r}") from self.error
         if self.proc is None or self.proc.proc is None or self.proc.proc.poll() is not None:
-            self.stop()
-            self.starts += 1
-            self.proc = self.launch("continuum", self.log_dir / f"serve-{self.starts}.log")
+            self._start()
         return self.proc
 
-    def launch(self, policy: str, log_path: Path) -> ServerProcess:
-        """A server like the shared one under another ``--policy``, started (the caller stops it)."""
+    def _start(self) -> None:
+        self.stop()
+        self.starts += 1
+        self.proc = self.launch("continuum", self.log_dir / f"serve-{self.starts}.log", start=False)
+        try:
+            self.proc.start()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def launch(self, policy: str, log_path: Path, start: bool = True) -> ServerProcess:
+        """A server like the shared one under another ``--policy`` (the caller stops it)."""
         proc = ServerProcess("tiny", ["--policy", policy, *self.flags], log_path=log_path)
-        with env_set(DEV_MODE_ENV, "1"):
-            return proc.start()
+        proc.cmd = ["env", f"{DEV_MODE_ENV}=1", *proc.cmd]  # development endpoints for this server only
+        return proc.start() if start else proc
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
-            self.proc = None
+
+    def close(self) -> None:
+        self.stop()  # a start still under way fails at once
+        if self._early is not None:
+            self._early.join(timeout=70)
+            self.stop()
+
+
+SHARED = pytest.StashKey[SharedServer]()
+
+
+def uses(item: pytest.Item, names: tuple[str, ...]) -> bool:
+    return any(name in getattr(item, "fixturenames", ()) for name in names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Runs before `-m` deselects: a test that uses a server fixture is an engine test wherever it is.
+    for item in items:
+        if uses(item, SERVER_FIXTURES):
+            item.add_marker(pytest.mark.engine)
+    items.sort(key=lambda item: 2 if uses(item, (STOPPER,)) else 1 if item.get_closest_marker("engine") else 0)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly or not any(uses(item, SERVER_FIXTURES) for item in session.items):
+        return
+    shared = SharedServer(Path(tempfile.mkdtemp(prefix="continuum-shared-tiny-")))
+    session.config.stash[SHARED] = shared
+    shared.start_early()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shared = session.config.stash.get(SHARED, None)
+    if shared is not None:
+        shared.close()
 
 
 @pytest.fixture(scope="session")
-def tiny_model() -> str:
+def tiny_model(request) -> str:
+    shared = request.config.stash.get(SHARED, None)
+    if shared is not None:
+        shared.model_built.wait()
     return str(models.build("tiny"))
 
 
 @pytest.fixture(scope="session")
-def shared_tiny(tiny_model, tmp_path_factory) -> Iterator[SharedServer]:
-    shared = SharedServer(tmp_path_factory.mktemp("shared-tiny"))
+def shared_tiny(request, tiny_model, tmp_path_factory) -> Iterator[SharedServer]:
+    shared = request.config.stash.get(SHARED, None)
+    if shared is None:
+        shared = request.config.stash[SHARED] = SharedServer(tmp_path_factory.mktemp("shared-tiny"))
     try:
         yield shared
     finally:
-        shared.stop()
+        shared.close()
 
 
 @pytest.fixture
@@ -96,15 +160,5 @@ def tiny_server(shared_tiny) -> ServerProcess:
 
 @pytest.fixture
 def tiny_server_to_stop(shared_tiny) -> ServerProcess:
-    """The shared server, for a test that kills or stops it (such tests run last)."""
+    """The shared server, for a test that kills or stops it (such a test runs last)."""
     return shared_tiny.get()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Runs before `-m` deselects: a test that uses a server fixture is an engine test wherever it is.
-    for item in items:
-        if any(name in getattr(item, "fixturenames", ()) for name in SERVER_FIXTURES):
-            item.add_marker(pytest.mark.engine)
-    stoppers = [item for item in items if "tiny_server_to_stop" in getattr(item, "fixturenames", ())]
-    if stoppers:
-        items[:] = [item for item in items if item not in stoppers] + stoppers

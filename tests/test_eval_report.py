@@ -7,15 +7,18 @@ import subprocess
 import sys
 
 import pytest
-
 from continuum_eval import cli as eval_cli
+from continuum_eval.live import runs
 from continuum_eval.live.replay import prepare_programs
-from continuum_eval.live.settings import BenchConfig, BenchError, policy_args, server_flags
+from continuum_eval.live.settings import BenchConfig, BenchError, policy_args, serve_command, server_flags
 from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
 from continuum_eval.results.report import format_ratios, format_table, ratios, write_report
 from continuum_workloads import Program, Turn, generate_swebench, write_trace
 from continuum_workloads.transforms import fit_program, scale_program
 from continuum_workloads.turn_plan import synthetic_ids
+
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
 
 RESULT_KEYS = {"policy", "mode", "workload", "jps", "programs", "completed", "failed", "jct_s", "ttft_s",
                "makespan_s", "throughput_tok_s", "prefix_hit_rate", "pins", "sched_step_ms"}
@@ -150,6 +153,70 @@ def test_bench_flags_are_the_same_for_every_policy(tmp_path):
         policy_args("sglang", cfg)
     with pytest.raises(BenchError):
         policy_args("continuum/forever", cfg)
+    model, args = serve_command("continuum/preserve", cfg)
+    assert args == ["--policy", "continuum", "--ttl-mode", "preserve", "--pin-cap", "0.6", *flags]
+
+
+def test_policy_lists_are_split_and_checked_once_for_every_tool():
+    assert parse_policies(" vllm, continuum/preserve,,plas ") == ["vllm", "continuum/preserve", "plas"]
+    assert parse_policies("vllm,continuum", pin_cap=0.5) == ["vllm", "continuum"]  # settings skip vLLM's own
+    for text, needle in (("", "at least one policy"), ("vllm,tgi", "unknown policy 'tgi'"),
+                         ("vllm/preserve", "no TTL mode"), ("continuum/forever", "policy 'continuum/forever'")):
+        with pytest.raises(ConfigError, match=needle):
+            parse_policies(text)
+    with pytest.raises(ConfigError, match="policy 'continuum'"):
+        parse_policies("continuum", pin_cap=7.0)
+
+
+class FakeDeployment:
+    """A deployment that dies after ``lives`` runs."""
+
+    def __init__(self, started: list, lives: int) -> None:
+        self.base_url, self.lives, self.stopped = f"http://fake/{len(started)}", lives, False
+        started.append(self)
+
+    def alive(self) -> bool:
+        return self.lives > 0 and not self.stopped
+
+    def reset_prefix_cache(self) -> bool:
+        self.lives -= 1
+        return True
+
+    def started(self) -> dict:
+        return {"start_s": 1.0}
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_live_runs_restart_a_dead_deployment_and_report_one_that_does_not_start(tmp_path, monkeypatch):
+    programs = [prog([10, 5], [3, 3])]
+    replayed = []
+    monkeypatch.setattr(runs, "replay_run", lambda progs, cfg, url, label, jps, idx, meta, **o:
+                        replayed.append((url, jps, dict(meta["server"]), o)) or {"jps": jps})
+    cfg = BenchConfig(policies=["vllm"], jps=[1.0, 2.0, 3.0, 4.0], out_dir=tmp_path, trace="t.jsonl")
+    started: list = []
+    attempts = iter(["up", "fails", "up"])
+
+    def start():
+        if next(attempts) == "fails":
+            raise RuntimeError("no port")
+        return FakeDeployment(started, lives=2)
+
+    results = runs.serve_runs(programs, cfg, "vllm", start, {"model": "m"}, "server", agentic_context=True)
+    # Rates 1 and 2 on the first deployment; it dies; the next one does not start (rate 3 fails); rate 4 restarts.
+    assert [r["jps"] for r in results] == [1.0, 2.0, 3.0, 4.0]
+    assert results[2]["failed"] == 1 and "server did not start: no port" in results[2]["errors"][0]
+    assert [(url, jps) for url, jps, _, _ in replayed] == [("http://fake/0", 1.0), ("http://fake/0", 2.0),
+                                                           ("http://fake/1", 4.0)]
+    assert replayed[0][2] == {"model": "m", "start_s": 1.0, "prefix_cache_reset": True}
+    assert "start_s" not in replayed[1][2] and replayed[0][3] == {"agentic_context": True}
+    assert all(d.stopped for d in started)
+    cfg.restart_each_run, cfg.jps = True, [1.0, 2.0]
+    started.clear()
+    attempts = iter(["up", "up"])
+    runs.serve_runs(programs, cfg, "vllm", start, {}, "cluster")
+    assert len(started) == 2 and all(d.stopped for d in started)
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
 from continuum.serve.launch import ServerProcess
 
 pytestmark = pytest.mark.engine
+POLICIES = ["continuum", "vllm"]
 FLAGS = ["--max-model-len", "1024", "--block-size", "32", "--num-gpu-blocks-override", "40",
          "--enable-prompt-tokens-details", "--enforce-eager"]  # eager: start-up without compiling
 
 
-@pytest.fixture(scope="module", params=["continuum", "vllm"])
-def server(request, tiny_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp(f"live-{request.param}") / "serve.log"
-    with ServerProcess("tiny", ["--policy", request.param, *FLAGS], log_path=log) as proc:
-        proc.policy = request.param
-        yield proc
+@pytest.fixture(scope="module")
+def servers(tiny_model, tmp_path_factory):
+    """Both servers, started side by side: a start waits on its processes much of the time, so two overlap."""
+    logs = tmp_path_factory.mktemp("live-pins")
+    procs = {p: ServerProcess("tiny", ["--policy", p, *FLAGS], log_path=logs / f"{p}.log") for p in POLICIES}
+    try:
+        with ThreadPoolExecutor(len(procs)) as pool:
+            for started in [pool.submit(proc.start) for proc in procs.values()]:
+                started.result()
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+@pytest.fixture(scope="module", params=POLICIES)
+def server(request, servers):
+    proc = servers[request.param]
+    proc.policy = request.param
+    return proc
 
 
 def complete(server, prompt: list[int], max_tokens: int, session: str | None = None) -> dict:

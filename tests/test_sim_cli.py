@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from continuum_eval.sim.cli import main
 from continuum_workloads import generate_swebench, write_trace
 from continuum_workloads.transforms import scale_program

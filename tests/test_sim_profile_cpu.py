@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
 from continuum_eval.sim.cost.costmodel import LinearCostModel, StepBatch
-from continuum_eval.sim.fit.profile_cpu import (ProfileError, engine_grid, fit, fit_server, prefill_chunks, server_plan,
-                                                summed_features)
+from continuum_eval.sim.fit.profile_cpu import (
+    ProfileError,
+    engine_grid,
+    fit,
+    fit_server,
+    prefill_chunks,
+    server_plan,
+    summed_features,
+)
 
 
 def test_grid_covers_prefill_decode_and_mixed_batches():

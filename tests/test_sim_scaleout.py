@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from continuum.cluster.affinity import home_of
 from continuum_eval.sim.cli import main as sim_main
 from continuum_eval.sim.engine.loop import EventLoop
 from continuum_eval.sim.run import simulate_result
-from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
 from continuum_workloads import assign_arrivals, write_trace
+
+from continuum.cluster.affinity import home_of
+from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
 
 N = 12
 
@@ -34,6 +34,9 @@ def test_session_routing_keeps_each_program_on_its_home_replica():
     assert all(all_blocks_free(e) for e in sim.engines)
     homes = {home_of(sp.id, 3) for sp in sim.progs}
     assert {i for i in range(3) if sim.dispatch.turns_to[i]} == homes
+    # One event loop for every shape of run: each replica's clock skips its own idle time.
+    assert all(sim.engines[i].stats.idle_jumps > 0 for i in homes)
+    assert len({id(e.clock) for e in sim.engines}) == len(sim.engines)  # clocks of their own
 
 
 def test_round_robin_scatters_turns_and_loses_prefix_hits():

@@ -45,7 +45,8 @@ def test_the_simulator_plans_turns_without_the_live_replay():
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-2000:]
     # The replay and the simulator plan turns and shape traces with the same functions, those of workloads.
     from continuum_eval.live import replay
-    from continuum_eval.sim import cli as sim_cli, run as sim_run
+    from continuum_eval.sim import cli as sim_cli
+    from continuum_eval.sim import run as sim_run
     from continuum_eval.sim.engine import entities
 
     assert replay.plan_turn is entities.plan_turn is plan_turn

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from continuum_workloads.bfcl import (
     CATEGORIES,
     BfclUnavailable,

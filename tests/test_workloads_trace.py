@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
 from continuum_workloads.arrivals import assign_arrivals, poisson_arrival_times
 from continuum_workloads.stats import dist, format_stats, tail_share, trace_stats
-from continuum_workloads.trace import TraceError, Turn, parse_program, read_trace, write_trace
+from continuum_workloads.trace import TraceError, Turn, load_programs, parse_program, read_trace, write_trace
 
 EXAMPLE = {"id": "swe-00012", "workload": "swebench", "arrival_s": None,
            "turns": [{"new_input_tokens": 1234, "output_tokens": 180, "tool": "grep", "tool_s": 0.42},
@@ -93,6 +92,19 @@ def test_duplicate_ids_rejected(tmp_path):
 def test_missing_file_is_a_trace_error(tmp_path):
     with pytest.raises(TraceError, match="cannot read trace"):
         read_trace(tmp_path / "nope.jsonl")
+
+
+def test_load_programs_is_what_every_trace_flag_reads(tmp_path):
+    with pytest.raises(TraceError, match="nope.jsonl: cannot read trace: no such trace file"):
+        load_programs(tmp_path / "nope.jsonl")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(TraceError, match="empty.jsonl: the trace has no programs"):
+        load_programs(empty)
+    assert load_programs(empty, allow_empty=True) == []
+    path = _write_lines(tmp_path, [_line(id=f"p{i}") for i in range(3)])
+    assert [p.id for p in load_programs(path)] == ["p0", "p1", "p2"]
+    assert [p.id for p in load_programs(path, 2)] == ["p0", "p1"]
 
 
 def test_turn_model_rejects_nan_duration():

@@ -9,9 +9,18 @@ from continuum_workloads.importers import import_mooncake, import_trace
 from continuum_workloads.stats import TraceStats, format_stats, trace_stats
 from continuum_workloads.swebench import generate_swebench, iter_swebench
 from continuum_workloads.tokens import approx_counter, tokenizer_counter
+from continuum_workloads.trace import (
+                                       Message,
+                                       Program,
+                                       TraceError,
+                                       Turn,
+                                       iter_trace,
+                                       load_programs,
+                                       parse_program,
+                                       read_trace,
+                                       write_trace,
+)
 from continuum_workloads.transforms import fit_program, scale_program, shape_programs
-from continuum_workloads.trace import (Message, Program, TraceError, Turn, iter_trace, load_programs, parse_program,
-                                       read_trace, write_trace)
 
 __all__ = [
     "Message",

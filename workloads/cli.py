@@ -1,9 +1,9 @@
 """``continuum trace gen | stats | import``: build, inspect and convert workload traces.
 
-`TraceVerb` is the ``continuum trace`` verb (the project's `continuum.verbs` entry points name it; it has the
-shape of `continuum.serve.verbs.Verb` without importing it, as this package imports nothing of Continuum's);
-``python -m continuum_workloads.cli trace ...`` runs the same code without the entry point. Bad input (unknown workload, negative counts,
-a missing or malformed file) prints one clear line on stderr and returns 2.
+`TraceVerb` is the ``continuum trace`` verb (the project's `continuum.verbs` entry points name it; it has the shape of
+`continuum.serve.verbs.Verb` without importing it, as this package imports nothing of Continuum's);
+``python -m continuum_workloads.cli trace ...`` runs the same code without the entry point. Bad input (unknown
+workload, negative counts, a missing or malformed file) prints one clear line on stderr and returns 2.
 """
 
 from __future__ import annotations

@@ -14,9 +14,8 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 import numpy as np
-from pydantic import BaseModel
-
 from continuum_workloads.trace import Program
+from pydantic import BaseModel
 
 __all__ = ["Dist", "ToolRow", "TraceStats", "dist", "tail_share", "trace_stats", "format_stats"]
 

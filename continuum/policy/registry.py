@@ -93,9 +93,10 @@ _COMPONENTS = [
        depth=(64, "waiting requests that double the rate")),
     _c("term", "locality", "requests whose prompt hits the prefix cache when they arrive rise by up to `boost` "
                            "levels", boost=(2.0, "levels for a prompt that is all cached")),
-    _c("term", "backpressure", "a request whose client has not read `lag_tokens` of its stream sinks "
+    _c("term", "backpressure", "a request whose client has `lag_tokens` SSE events of its stream unread sinks "
                                "`penalty` levels and is stopped from growing its lag further",
-       lag_tokens=(256, "streamed tokens the client has not read"), penalty=(4.0, "levels")),
+       lag_tokens=(256, "streamed SSE events the client has not read (about one per token)"),
+       penalty=(4.0, "levels")),
     _c("classes", "off", "one class"),
     _c("classes", "ls-be", "latency-sensitive requests (OpenAI `priority` < 0, or vllm_xargs.class = 'ls') go "
                            "first and preempt best-effort work when they cannot be admitted",

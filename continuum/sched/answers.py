@@ -16,7 +16,7 @@ from vllm.v1.request import Request
 
 from continuum.sched.classes import Classes
 from continuum.sched.ordering import ProgramQueue
-from continuum.sched.pins import KVPins
+from continuum.sched.pins import KVPins, pinnable_blocks
 from continuum.sched.priority import Levels
 from continuum.sched.programs import Program, ProgramRegistry, program_id_of
 from continuum.sched.view import Urgency
@@ -60,6 +60,11 @@ class SchedulerAnswers:
             return 0
         return self.kv_cache_manager.coordinator.find_longest_cache_hit(request.block_hashes,
                                                                         request.num_tokens - 1)[1]
+
+    def finished_blocks(self, request: Request) -> list[int]:
+        """The request's full, hashed blocks, before vLLM frees them: what a pin of its finished turn holds."""
+        block_ids = self.kv_cache_manager.get_block_ids(request.request_id)[0]
+        return pinnable_blocks(request, block_ids, self.kv_cache_manager.block_pool)
 
     def cached_fraction(self, request: Request) -> float:
         return self.cached_tokens(request) / max(1, request.num_tokens)

@@ -6,14 +6,16 @@ overrides vLLM's seams and never copies ``schedule()``:
 
 - ``waiting`` and ``policy``: the waiting queue is a `continuum.sched.ordering.ProgramQueue`, and the policy is
   vLLM's PRIORITY, so that vLLM preempts by the ``request.priority`` we set (`continuum.sched.view.Priority`);
-- ``add_request``: the program's turn arrives (tool-duration sample, class, priority for preemption);
+- ``add_request``: the program's turn arrives (class, what `continuum.sched.turns` learns, priority for
+  preemption);
 - ``schedule``: expire pins, end idle programs, admit programs, order the waiting queue, make room for urgent
   work, hold admissions for balance, then vLLM's own step; afterwards release the pins of admitted turns and
   count the service each request received;
 - ``kv_cache_manager.allocate_slots`` (wrapped): when an allocation fails, pins give way before vLLM preempts
   or stalls;
-- ``_free_request``: forget the request's per-request state; when its program's turn is over, learn from it;
-- ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed;
+- ``_free_request``: forget the request's per-request state; when its program's turn is over, learn from it
+  (`continuum.sched.turns`);
+- ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed (``turns`` again);
 - ``update_from_output``, ``finish_requests``: under the lock the control thread shares; after an output, the
   rank's running count is posted for balance;
 - ``reset_prefix_cache``: pins go first; ``shutdown``: the control channel and the rank board close.
@@ -30,7 +32,6 @@ under "the control channel"; what they report is built by `continuum.sched.repor
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from typing import Any, Iterator
@@ -40,11 +41,11 @@ from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.request import Request, RequestStatus
+from vllm.v1.request import Request
 
 from continuum.control.channel import ControlServer
 from continuum.control.dp import dp_rank_and_size, rank_address
-from continuum.control.engine_side import EngineControl, stopped_by_string
+from continuum.control.engine_side import EngineControl
 from continuum.control.messages import SessionState, Stats
 from continuum.policy.config import ContinuumConfig
 from continuum.policy.presets import resolve
@@ -55,15 +56,14 @@ from continuum.sched.balance import make_balance
 from continuum.sched.classes import Classes
 from continuum.sched.ordering import ProgramQueue, compose_key
 from continuum.sched.phases import PHASE_TERMS, PhaseSwitch
-from continuum.sched.pins import KVPins, pinnable_blocks
+from continuum.sched.pins import KVPins
 from continuum.sched.preemption import Preemption
 from continuum.sched.priority import Levels
 from continuum.sched.programs import Program, ProgramRegistry, hints_of, program_id_of
+from continuum.sched.turns import Turns
 from continuum.sched.view import Priority
-from kvttl import Prediction, ProgramWork, ReloadCostModel, TTLPolicy, oracle_prediction
 
 logger = init_logger(__name__)
-ORACLE_SLACK_S = 0.05  # the oracle pins a little past the true return time: the turn still has to be admitted
 NO_PROGRAM = 1 << 62  # a request without a program is its own, latest, program
 # Time-dependent keys (aging, SJF's queue ramp, class promotion, attained service) are refreshed this often;
 # their values move in steps of seconds, so a quarter second keeps the order right at a fraction of the cost.
@@ -82,16 +82,11 @@ class ContinuumMixin(SchedulerAnswers):
         self.programs = ProgramRegistry()
         # The control thread and the engine thread both touch scheduler state; one lock serialises them.
         self.lock = threading.RLock()
-        reload = ReloadCostModel(*cfg.reload_cost) if cfg.reload_cost else None
-        # Retention: how long a finished turn's KV stays pinned (and the tool-duration predictor behind it).
-        self.retention = TTLPolicy("model" if cfg.ttl_mode == "oracle" else cfg.ttl_mode,
-                                   fixed_ttl_s=cfg.fixed_ttl_s, reload_model=reload)
         pool = self.kv_cache_manager.block_pool
         self.pinning = cfg.ttl_mode != "off" and self.cache_config.enable_prefix_caching
         self.pins = KVPins(pool, int(cfg.pin_cap * (pool.num_gpu_blocks - 1)), on_change=self._pin_changed,
                            tenant_share=cfg.tenant_pin_cap)
         self.gone: set[str] = set()  # request ids whose client went away (the HTTP layer says so)
-        self.miss_waits: dict[str, float] = {}  # request id -> arrival, for turns that lost their KV
         self.served: dict[str, int] = {}  # request id -> tokens scheduled so far, kept across preemption
         self.events_read: dict[str, int] = {}  # request id -> SSE events of its stream its client has read
         self.step_times: list[float] = []
@@ -101,8 +96,10 @@ class ContinuumMixin(SchedulerAnswers):
         self.levels = Levels(cfg, self, cfg.terms + (PHASE_TERMS if self.phases.enabled else []))
         self.levels.set_active(cfg.terms)
         self.classes = Classes(cfg, self)
-        self.work_model = ProgramWork(self.retention.remaining)  # predicted remaining work (admission, srpt)
         self.admission = make_admission(cfg, self, self.classes)
+        # What a turn's arrival and finish teach, and how long a finished turn's KV stays pinned.
+        self.turns = Turns(cfg, self, self.programs, self.pins, self.admission)
+        self.retention = self.turns.retention  # the stats report its predictor
         # Preemption picks max(priority, arrival): we set priority (see `_priority`).
         self.policy = SchedulingPolicy.PRIORITY
         self.rich_priority = self.classes.enabled or bool(self.levels.all)
@@ -164,39 +161,12 @@ class ContinuumMixin(SchedulerAnswers):
             pid = program_id_of(request)
             hints = hints_of(request)
             self.classes.arrive(request, hints, request.priority)  # the client's OpenAI priority, before ours
-            prog = self._arrive(pid, request, hints) if pid is not None else None
+            prog = self.turns.arrive(pid, request, hints) if pid is not None else None
             self.levels.arrive(request)
             if self.phases.enabled:
                 self.phases.arrivals.add(self.clock())
             request.priority = self._priority(request, prog, bool(hints.get("is_last_step")))
             super().add_request(request)
-
-    def _arrive(self, pid: str, request: Request, hints: dict) -> Program:
-        now = self.clock()
-        prog = self.programs.arrive(pid, now)
-        prog.running.add(request.request_id)
-        if prog.last_finish is not None:  # a returning turn: the gap was the tool call
-            self.retention.observe_tool(prog.last_tool, max(0.0, now - prog.last_finish))
-            if pid not in self.pins:
-                self.miss_waits[request.request_id] = now
-        if prog.turns > 1:
-            self.work_model.observe_gap(now - prog.last_arrival)
-            prog.progress.seconds = now - prog.first_arrival
-        prog.last_arrival = now
-        prog.context_tokens = request.num_prompt_tokens + self.work_model.expected_output(request.max_tokens or 0)
-        prog.prediction = self._predict(prog, hints, finished=False)
-        self.admission.arrive(request, prog)
-        return prog
-
-    def _predict(self, prog: Program, hints: dict, finished: bool) -> Prediction:
-        """The program's remaining work: from the model, or from the true future the client tells (oracle)."""
-        future = hints.get("future") if self.config.work == "oracle" else None
-        if not isinstance(future, dict):
-            return self.work_model.predict(prog.progress)
-        done = 1 if finished else 0
-        latency = self.work_model.turn_latency.value(0.0)
-        return oracle_prediction(int(future.get("turns_left", 1)) - done, float(future.get("tool_s_left", 0.0)),
-                                 int(future.get("growth_left", 0)) - done * int(future.get("output", 0)), latency)
 
     def schedule(self, *args: Any, **kwargs: Any):
         with self.lock:
@@ -250,9 +220,7 @@ class ContinuumMixin(SchedulerAnswers):
             pid = program_id_of(request)
             if pid is not None and pid in self.pins:
                 self.pins.release(pid, "hit")
-            arrived = self.miss_waits.pop(new.req_id, None)
-            if arrived is not None:
-                self.retention.observe_miss_delay(max(0.0, now - arrived))
+            self.turns.admitted(new.req_id, now)
             if (prog := self.programs.get(pid)) is not None:
                 prog.cached_tokens += new.num_computed_tokens
         if self.track_service:
@@ -274,44 +242,15 @@ class ContinuumMixin(SchedulerAnswers):
 
     def _free_request_blocks(self, request: Request) -> None:
         if request.is_finished() and self.pinning:
-            self._pin_finished_turn(request)
+            client_gone = request.request_id in self.gone
+            self.gone.discard(request.request_id)
+            self.turns.pin_finished(request, client_gone)
         super()._free_request_blocks(request)
-
-    def _pin_finished_turn(self, request: Request) -> None:
-        prog = self.program_of(request)
-        client_gone = request.request_id in self.gone
-        self.gone.discard(request.request_id)
-        if prog is None or prog.ended:
-            return
-        if request.status == RequestStatus.FINISHED_ABORTED and not stopped_by_string(request, client_gone):
-            self.pins.release(prog.program_id, "abort")  # the client gave up on this turn: it is not coming back
-            return
-        hints = hints_of(request)
-        block_ids = self.kv_cache_manager.get_block_ids(request.request_id)[0]
-        blocks = pinnable_blocks(request, block_ids, self.kv_cache_manager.block_pool)
-        prog.last_tool = hints.get("tool") if isinstance(hints.get("tool"), str) else None
-        ttl_s, benefit = self._decide(prog, request.num_tokens, hints)
-        if blocks and ttl_s > 0:
-            self.pins.pin(prog.program_id, blocks, self.clock(), ttl_s, benefit, prog.order)
-
-    def _decide(self, prog: Program, context_tokens: int, hints: dict) -> tuple[float, float]:
-        last = bool(hints.get("is_last_step"))
-        if self.config.ttl_mode == "oracle":
-            tool_s = hints.get("tool_s")
-            if last or not isinstance(tool_s, (int, float)):
-                return 0.0, 0.0
-            return float(tool_s) + ORACLE_SLACK_S, self.retention.reload_model.seconds(context_tokens)
-        if self.config.ttl_mode == "model" and self.admission.reserves(prog) and not last:
-            # The rule weighs what a pin saves against the memory it holds meanwhile. Admission has already set
-            # this program's working set aside, so holding it costs the others nothing: keep it until return.
-            return math.inf, self.retention.reload_model.seconds(context_tokens)
-        decision = self.retention.decide(prog.last_tool, context_tokens, prog.finished_turns + 1, last_step=last)
-        return decision.ttl_s, decision.benefit_s
 
     def _free_request(self, request: Request, delay_free_blocks: bool = False):
         prog = self.program_of(request)
         rid = request.request_id
-        self.miss_waits.pop(rid, None)
+        self.turns.forget(rid)
         self.served.pop(rid, None)
         self.events_read.pop(rid, None)
         self.classes.forget(rid)
@@ -322,23 +261,8 @@ class ContinuumMixin(SchedulerAnswers):
             prog.running.discard(rid)  # before the pin is taken: no request of it waits any more
         result = super()._free_request(request, delay_free_blocks)
         if prog is not None:
-            self._turn_finished(prog, request)
+            self.turns.finished(prog, request)
         return result
-
-    def _turn_finished(self, prog: Program, request: Request) -> None:
-        hints = hints_of(request)
-        now = self.clock()
-        # A first turn's context is the task itself, not growth; later turns add tool output and answers.
-        growth = request.num_tokens - prog.last_context_tokens if prog.finished_turns > 0 else None
-        self.work_model.observe_turn(now - request.arrival_time, growth, request.num_output_tokens)
-        prog.progress.turns += 1
-        prog.progress.growth_tokens += max(0, growth or 0)
-        prog.finished_turns += 1
-        prog.last_finish = now
-        prog.last_context_tokens = prog.context_tokens = request.num_tokens
-        prog.prediction = self._predict(prog, hints, finished=True)
-        if hints.get("is_last_step"):
-            self._end(prog)
 
     def update_from_output(self, *args: Any, **kwargs: Any):
         with self.lock:
@@ -368,20 +292,13 @@ class ContinuumMixin(SchedulerAnswers):
         if prog is not None and prog.running:
             self.waiting.dirty = True
 
-    def _end(self, prog: Program) -> None:
-        self.pins.release(prog.program_id, "end")
-        self.admission.end(prog)
-        if not prog.ended:
-            self.retention.observe_program_end(prog.finished_turns)
-            self.programs.end(prog.program_id, self.clock())
-
     def _end_idle_programs(self) -> None:
         now = self.clock()
         if now < self.next_idle_check:  # a scan of the registry at most once a second
             return
         self.next_idle_check = now + 1.0
         for prog in self.programs.idle(now, self.config.idle_end_s):
-            self._end(prog)
+            self.turns.end(prog)
 
     # -- the control channel (`continuum.control.engine_side.ControlledScheduler`) ---------------------------------
     def knows(self, program_id: str) -> bool:
@@ -392,7 +309,7 @@ class ContinuumMixin(SchedulerAnswers):
         with self.lock:
             prog = self.programs.get(program_id)
             if prog is not None:
-                self._end(prog)
+                self.turns.end(prog)
             return prog is not None
 
     def set_tool(self, program_id: str, tool: str) -> bool:
@@ -401,11 +318,7 @@ class ContinuumMixin(SchedulerAnswers):
             prog = self.programs.get(program_id)
             if prog is None:
                 return False
-            prog.last_tool = tool
-            pin = self.pins.table.get(program_id)
-            if pin is not None and self.config.ttl_mode in ("model", "fixed"):
-                ttl_s, benefit = self._decide(prog, prog.last_context_tokens, {})
-                self.pins.pin(program_id, list(pin.blocks), pin.pinned_at, ttl_s, benefit, prog.order)
+            self.turns.set_tool(prog, tool)
             return True
 
     def client_read_events(self, program_id: str, events: int) -> None:

@@ -1,6 +1,6 @@
 """What a policy component may know of the scheduler, and the priority key it ranks requests by.
 
-Components (admission, ordering, priority terms, classes, preemption, balance) are handed a `SchedulerView`,
+Components (admission, ordering, priority terms, classes, preemption, balance, turns) are handed a `SchedulerView`,
 never the scheduler's state: what they read is this list, and each method says what it means rather than
 where it lives in vLLM. A component that must act (preempt a request, hold admissions) is given one narrow
 callback by the scheduler instead (`continuum.sched.scheduler.ContinuumMixin.preempt`, ``hold_admissions``).
@@ -78,6 +78,11 @@ class SchedulerView(Protocol):
         ...
 
     def cached_fraction(self, request: Request) -> float:
+        ...
+
+    def finished_blocks(self, request: Request) -> list[int]:
+        """A finished request's full blocks that carry a prefix-cache hash (what a pin may hold), before vLLM
+        frees them."""
         ...
 
     def urgency(self, request: Request) -> Urgency:

@@ -1,19 +1,20 @@
 """`continuum bench --agent mini-swe-agent|bfcl`: real agents against one server per policy.
 
-For each policy the bench starts ``continuum serve MODEL --policy P`` with the flags every server of a
-comparison shares (``continuum_eval.live.settings.server_flags``: block size, KV pool, max model length, prefix caching, cached
-token counts) and the policy's own (``continuum_eval.live.settings.policy_args``), empties its prefix cache, runs the agent on
+For each policy the bench starts ``continuum serve MODEL --policy P`` with the flags every server of a comparison shares
+(``continuum_eval.live.settings.server_flags``: block size, KV pool, max model length, prefix caching, cached token
+counts) and the policy's own (``continuum_eval.live.settings.policy_args``), empties its prefix cache, runs the agent on
 the same tasks, and stops it. ``base_urls`` runs against servers already up instead (one per policy label).
 
 - ``mini-swe-agent``: the shipped repository tasks (``continuum_workloads.repo_tasks``, built into git repositories on
-  first use), mini-swe-agent with its local environment, graded by SWE-bench's harness (``continuum_eval.agents_bench.swe``);
-- ``bfcl``: BFCL multi-turn entries on BFCL's backends, scored by its checker (``continuum_eval.agents_bench.bfcl``); with a
-  small context window, only entries whose first prompt fits are taken (the skipped ids are in ``meta``).
+  first use), mini-swe-agent with its local environment, graded by SWE-bench's harness
+  (``continuum_eval.agents_bench.swe``);
+- ``bfcl``: BFCL multi-turn entries on BFCL's backends, scored by its checker (``continuum_eval.agents_bench.bfcl``);
+  with a small context window, only entries whose first prompt fits are taken (the skipped ids are in ``meta``).
 
-Decoding is greedy. The output folder gets ``results.json`` (one result per policy: the usual keys, pins and
-scheduler step times from ``/continuum/stats``, plus ``accuracy``, ``tasks`` and ``outputs``),
-``determinism.json`` (turns whose outputs differ between policies, ``continuum_eval.agents_bench.determinism``), ``report.md`` with
-the plots of ``continuum_eval.results.report``, and the servers' logs.
+Decoding is greedy. The output folder gets ``results.json`` (one result per policy: the usual keys, pins and scheduler
+step times from ``/continuum/stats``, plus ``accuracy``, ``tasks`` and ``outputs``), ``determinism.json`` (turns whose
+outputs differ between policies, ``continuum_eval.agents_bench.determinism``), ``report.md`` with the plots of
+``continuum_eval.results.report``, and the servers' logs.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from continuum_eval.agents_bench.runs import TaskRun, summarize_runs
-from continuum_eval.live.runs import log, reset_prefix_cache
-from continuum_eval.live.settings import BenchConfig, ServerSettings, policy_args
 from continuum_eval.agents_bench.determinism import compare_outputs, format_determinism
+from continuum_eval.agents_bench.runs import TaskRun, summarize_runs
 from continuum_eval.live.policy_server import PinPeak, PolicyServer, continuum_stats, served_model
-from continuum_eval.results.report import format_ratios, format_table, write_report
+from continuum_eval.live.runs import log, reset_prefix_cache
 from continuum_eval.live.server_stats import pin_delta
+from continuum_eval.live.settings import BenchConfig, ServerSettings, policy_args
+from continuum_eval.results.report import format_ratios, format_table, write_report
 
 __all__ = ["AGENTS", "AgentBenchConfig", "AgentBenchError", "run_agent_bench", "format_agent_table"]
 

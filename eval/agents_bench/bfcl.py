@@ -1,13 +1,13 @@
 """BFCL multi-turn entries against one server: BFCL's own loop, backends and multi-turn checker.
 
-Entries come from ``bfcl-eval``'s loaders (``load_dataset_entry`` / ``load_ground_truth_entry``, with the
-function documents filled in and, for ``miss_func``, the held-back ones). Each entry runs
-:class:`continuum_eval.agents_bench.bfcl_handler.ContinuumHandler` (BFCL's OpenAI-compatible handler over an agent session) in
-BFCL's prompting format (function documents in the system prompt, answers as ``[f(a=1)]``; the default, for
+Entries come from ``bfcl-eval``'s loaders (``load_dataset_entry`` / ``load_ground_truth_entry``, with the function
+documents filled in and, for ``miss_func``, the held-back ones). Each entry runs
+:class:`continuum_eval.agents_bench.bfcl_handler.ContinuumHandler` (BFCL's OpenAI-compatible handler over an agent
+session) in BFCL's prompting format (function documents in the system prompt, answers as ``[f(a=1)]``; the default, for
 models without tool calling) or with ``fc`` (OpenAI ``tools``; the server needs a tool parser, e.g.
-``--enable-auto-tool-choice --tool-call-parser llama3_json``). The result is scored as BFCL's evaluation runner
-does: every step's answer decoded (undecodable or empty steps skipped), a run cut short by BFCL's step limit
-fails, and ``multi_turn_checker`` compares the backends' states and results with the ground truth's.
+``--enable-auto-tool-choice --tool-call-parser llama3_json``). The result is scored as BFCL's evaluation runner does:
+every step's answer decoded (undecodable or empty steps skipped), a run cut short by BFCL's step limit fails, and
+``multi_turn_checker`` compares the backends' states and results with the ground truth's.
 
 A small model's context window may not hold an entry's system prompt (BFCL's function documents are 4-8k
 tokens with SmolLM2's tokenizer): :func:`fitting_entries` keeps the entries whose first prompt, counted by the
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import httpx
-
 from continuum_eval.agents_bench.runs import TaskRun, run_tasks
 
 __all__ = ["BfclOptions", "load_entries", "fitting_entries", "run_bfcl_entries", "score_entry", "BFCL_CATEGORIES"]

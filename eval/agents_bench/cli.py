@@ -1,4 +1,5 @@
-"""The `--agent` side of `continuum bench`: flags, their checks, and the call into :mod:`continuum_eval.agents_bench.bench`.
+"""The `--agent` side of `continuum bench`: flags, their checks, and the call into
+:mod:`continuum_eval.agents_bench.bench`.
 
 ``continuum bench --agent mini-swe-agent [--tasks N] --policies vllm,continuum --out DIR`` and
 ``continuum bench --agent bfcl [--entries N] [--tool-delay F] --policies vllm,continuum --out DIR``; the server
@@ -12,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from continuum.serve.argtypes import non_negative_float, positive_int
 from continuum.policy.flags import overrides_from_args
+from continuum.serve.argtypes import non_negative_float, positive_int
 
 __all__ = ["add_agent_arguments", "run_agent_bench_args"]
 

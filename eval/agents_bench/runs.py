@@ -1,10 +1,10 @@
 """Runs of real agents: one record per task, run side by side, summarized in the usual result format.
 
-A :class:`TaskRun` is what an agent bench keeps of one task (a SWE task, a BFCL entry): when it started and
-ended, whether it was solved (the benchmark's own grader says), how the agent stopped, every LLM turn as the
-client SDK recorded it (``agents.TurnStats``) and every tool call. :func:`run_tasks` runs tasks on a thread
-pool with a progress bar; :func:`summarize_runs` turns the runs into the result dict of ``continuum_eval.results.metrics``
-(JCT = task start to its last turn's completion, tool time included) plus::
+A :class:`TaskRun` is what an agent bench keeps of one task (a SWE task, a BFCL entry): when it started and ended,
+whether it was solved (the benchmark's own grader says), how the agent stopped, every LLM turn as the client SDK
+recorded it (``agents.TurnStats``) and every tool call. :func:`run_tasks` runs tasks on a thread pool with a progress
+bar; :func:`summarize_runs` turns the runs into the result dict of ``continuum_eval.results.metrics`` (JCT = task start
+to its last turn's completion, tool time included) plus::
 
     "accuracy": solved / tasks,
     "tasks": [{"id", "solved", "turns", "tool_s", "jct_s", "exit_status", "failed", ...}],

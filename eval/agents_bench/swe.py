@@ -1,12 +1,13 @@
 """mini-swe-agent on the shipped repository tasks against one server, graded by SWE-bench's harness.
 
-For each task (``continuum_workloads.repo_tasks``): a fresh checkout of its repository at ``base_commit``; mini-swe-agent's
-``DefaultAgent`` with its SWE-bench text-based configuration (``config/benchmarks/swebench_backticks.yaml`` of the
-package: system and instance prompts, observation and format-error templates), the Continuum model and local
-environment of :mod:`continuum_agents.mini_swe` working in that checkout, temperature 0 and a step limit; then the agent's
-submission (the patch it printed after ``COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT``) is graded by
-:func:`continuum_eval.agents_bench.swe_grade.grade`. The prompts name ``/testbed`` (SWE-bench's container path); here it is replaced by
-the checkout's path, the one change to the package's configuration besides the limits.
+For each task (``continuum_workloads.repo_tasks``): a fresh checkout of its repository at ``base_commit``;
+mini-swe-agent's ``DefaultAgent`` with its SWE-bench text-based configuration
+(``config/benchmarks/swebench_backticks.yaml`` of the package: system and instance prompts, observation and format-error
+templates), the Continuum model and local environment of :mod:`continuum_agents.mini_swe` working in that checkout,
+temperature 0 and a step limit; then the agent's submission (the patch it printed after
+``COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT``) is graded by :func:`continuum_eval.agents_bench.swe_grade.grade`. The prompts
+name ``/testbed`` (SWE-bench's container path); here it is replaced by the checkout's path, the one change to the
+package's configuration besides the limits.
 
 The agent ends on its own terms: it submits, or hits the step limit, the wall-time limit or repeated format
 errors. A run that raises (the server failed, the context window was exceeded) is recorded as failed, unsolved.
@@ -47,9 +48,8 @@ class SweOptions:
 
 def agent_config(testbed: Path) -> dict[str, Any]:
     """mini-swe-agent's SWE-bench text-based configuration, pointed at ``testbed`` instead of /testbed."""
-    import yaml
-
     import continuum_agents.mini_swe  # noqa: F401 - sets mini-swe-agent's and litellm's quiet defaults first
+    import yaml
     from minisweagent.config import builtin_config_dir
 
     text = (builtin_config_dir / "benchmarks" / CONFIG_NAME).read_text(encoding="utf-8")
@@ -58,8 +58,8 @@ def agent_config(testbed: Path) -> dict[str, Any]:
 
 def _run_one(task: dict[str, Any], opts: SweOptions) -> TaskRun:
     from continuum_agents.mini_swe import ContinuumEnvironment, ContinuumModel, end_run  # first: quiets the imports
-    from minisweagent.agents.default import DefaultAgent
     from continuum_workloads.repo_tasks import checkout
+    from minisweagent.agents.default import DefaultAgent
 
     iid = task["instance_id"]
     work = opts.out_dir / iid

@@ -1,15 +1,15 @@
 """A/B benchmark: the same trace, the same seed, one server per policy (live) or the simulator (sim).
 
-Live mode starts ``continuum serve MODEL --policy P`` for each policy in turn, with the same model, KV budget
-and vLLM flags (``--block-size``, ``--num-gpu-blocks-override``, ``--max-model-len``, ``--server-args``; plus
-``--enable-prefix-caching --enable-prompt-tokens-details`` for every server, so both cache and both report
-cached tokens). Policies: any preset of `continuum.policy.presets` (``vllm`` is vLLM's own scheduler, the baseline),
-or ``PRESET/TTL_MODE`` (``--ttl-mode TTL_MODE``); component overrides apply to every Continuum policy. Each
-server starts once and serves every JPS value in turn: starting takes minutes on a small CPU machine. Between runs the prefix cache is emptied with vLLM's
-``POST /reset_prefix_cache`` (served because the bench starts servers with ``VLLM_SERVER_DEV_MODE=1``), and
-every run uses its own session ids, so no run inherits another's cache or programs (`continuum_eval.live.runs`).
-What does carry over is what a server learns (Continuum's tool-duration predictor) - as it would in production;
-``restart_each_run`` starts a fresh server for every run instead.
+Live mode starts ``continuum serve MODEL --policy P`` for each policy in turn, with the same model, KV budget and vLLM
+flags (``--block-size``, ``--num-gpu-blocks-override``, ``--max-model-len``, ``--server-args``; plus
+``--enable-prefix-caching --enable-prompt-tokens-details`` for every server, so both cache and both report cached
+tokens). Policies: any preset of `continuum.policy.presets` (``vllm`` is vLLM's own scheduler, the baseline), or
+``PRESET/TTL_MODE`` (``--ttl-mode TTL_MODE``); component overrides apply to every Continuum policy. Each server starts
+once and serves every JPS value in turn: starting takes minutes on a small CPU machine. Between runs the prefix cache is
+emptied with vLLM's ``POST /reset_prefix_cache`` (served because the bench starts servers with
+``VLLM_SERVER_DEV_MODE=1``), and every run uses its own session ids, so no run inherits another's cache or programs
+(`continuum_eval.live.runs`). What does carry over is what a server learns (Continuum's tool-duration predictor) - as it
+would in production; ``restart_each_run`` starts a fresh server for every run instead.
 
 A server that dies is restarted for the next run; its programs in flight are reported failed. The output
 folder gets ``results.json`` (a list of result dicts), ``report.md``, ``jct_vs_jps.png``, ``jct_cdf.png`` and
@@ -25,8 +25,14 @@ from typing import Any, Sequence
 
 from continuum_eval.live.bench_cluster import live_cluster, router_options
 from continuum_eval.live.runs import DEV_MODE_ENV, OneServer, env_set, serve_runs, start_server
-from continuum_eval.live.settings import (BenchConfig, BenchError, ServerSettings, policy_args, serve_command,
-                                          server_flags)
+from continuum_eval.live.settings import (
+    BenchConfig,
+    BenchError,
+    ServerSettings,
+    policy_args,
+    serve_command,
+    server_flags,
+)
 from continuum_eval.results.report import format_ratios, format_table, write_report
 from continuum_workloads import Program, shape_programs
 

@@ -20,11 +20,12 @@ import shlex
 from functools import partial
 from typing import Any, Sequence
 
-from continuum.cluster.replicas import Cluster
-from continuum.serve.launch import free_port
 from continuum_eval.live.runs import DEV_MODE_ENV, env_set, log, reset_prefix_cache, serve_runs
 from continuum_eval.live.settings import BenchConfig, serve_command
 from continuum_workloads import Program
+
+from continuum.cluster.replicas import Cluster
+from continuum.serve.launch import free_port
 
 __all__ = ["ROUTER_SETUPS", "ClusterDeployment", "router_options", "live_cluster"]
 

@@ -1,12 +1,12 @@
 """The demo (`make demo`): a small live A/B of plain vLLM against Continuum on the embedded default model.
 
-Both servers serve ``smollm2-135m`` with the same small KV pool (``--num-gpu-blocks-override``, block size
-32), so the agents compete for memory: while one agent runs a tool, plain vLLM's LRU prefix cache gives its
-blocks to the others and the agent re-prefills its whole context when it returns; Continuum pins them for the
-predicted tool time. The trace is a scaled-down SWE-bench one from `workloads` (first turns of each program,
-token counts scaled to fit the small pool, tool times capped), replayed with the same arrivals and token ids
-against each server (`continuum_eval.live.bench`). Servers run with ``--enforce-eager`` (no compilation: they start in about a
-minute). It prints the table, the Continuum / vLLM ratio and where the report and plots are.
+Both servers serve ``smollm2-135m`` with the same small KV pool (``--num-gpu-blocks-override``, block size 32), so the
+agents compete for memory: while one agent runs a tool, plain vLLM's LRU prefix cache gives its blocks to the others and
+the agent re-prefills its whole context when it returns; Continuum pins them for the predicted tool time. The trace is a
+scaled-down SWE-bench one from `workloads` (first turns of each program, token counts scaled to fit the small pool, tool
+times capped), replayed with the same arrivals and token ids against each server (`continuum_eval.live.bench`). Servers
+run with ``--enforce-eager`` (no compilation: they start in about a minute). It prints the table, the Continuum / vLLM
+ratio and where the report and plots are.
 
     python -m continuum_eval.live.demo [--out runs/demo] [--programs 8] [--jps 0.5] [--blocks 64]
 """
@@ -18,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from continuum.policy.presets import parse_policies
-from continuum.policy.registry import ConfigError
 from continuum_eval.live.bench import run_bench
 from continuum_eval.live.settings import BenchConfig, BenchError
 from continuum_eval.results.report import ratios
 from continuum_workloads import Program, fit_program, generate_swebench, scale_program, trace_stats, write_trace
+
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
 
 MODEL = "smollm2-135m"
 

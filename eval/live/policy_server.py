@@ -1,10 +1,10 @@
 """One policy's server in a live comparison: started with the flags every server shares, or one already up.
 
-:class:`PolicyServer` starts ``continuum serve MODEL --policy P ...`` with ``continuum_eval.live.settings``'s shared flags
-and the policy's own (``serve_command``) through ``continuum_eval.live.runs.start_server`` (vLLM's development
-endpoints on, so the bench can empty the prefix cache between policies; log in ``OUT/serve-POLICY.log``), and
-stops it on exit; given a ``base_url`` it uses that server as is. :class:`PinPeak` samples ``/continuum/stats``
-during a run for the peak of pinned blocks.
+:class:`PolicyServer` starts ``continuum serve MODEL --policy P ...`` with ``continuum_eval.live.settings``'s shared
+flags and the policy's own (``serve_command``) through ``continuum_eval.live.runs.start_server`` (vLLM's development
+endpoints on, so the bench can empty the prefix cache between policies; log in ``OUT/serve-POLICY.log``), and stops it
+on exit; given a ``base_url`` it uses that server as is. :class:`PinPeak` samples ``/continuum/stats`` during a run for
+the peak of pinned blocks.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import threading
 from typing import Any
 
 import httpx
-
 from continuum_eval.live.runs import start_server
 from continuum_eval.live.settings import BenchConfig, serve_command
 

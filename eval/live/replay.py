@@ -7,13 +7,13 @@ speaks ``/v1/completions``.
 Each program is an :class:`agents.AsyncAgentSession` (the client SDK agents use): its requests carry the
 session id and hints, stream, and are sent once more if the connection drops.
 
-**Token-exact.** Prompts are token-id lists (``/v1/completions`` accepts ``prompt: [int, ...]``) with
-``ignore_eos`` and ``max_tokens`` = the turn's output tokens, so every server does exactly the work the trace
-describes. What each turn sends comes from the shared turn plan (:mod:`continuum_workloads.turn_plan`, which the simulator
-uses too): turn k's prompt is turn k-1's prompt + turn k-1's *actual* output ids (vLLM returns them with
-``"return_token_ids": true``) + ``new_input_tokens`` seeded synthetic ids from ``[vocab_lo, vocab_hi)``, so two
-runs with the same seed send identical prompts. A server that does not return token ids gets the plan's seeded
-stand-in ids for the outputs (``turns.token_exact`` is false in the result).
+**Token-exact.** Prompts are token-id lists (``/v1/completions`` accepts ``prompt: [int, ...]``) with ``ignore_eos`` and
+``max_tokens`` = the turn's output tokens, so every server does exactly the work the trace describes. What each turn
+sends comes from the shared turn plan (:mod:`continuum_workloads.turn_plan`, which the simulator uses too): turn k's
+prompt is turn k-1's prompt + turn k-1's *actual* output ids (vLLM returns them with ``"return_token_ids": true``) +
+``new_input_tokens`` seeded synthetic ids from ``[vocab_lo, vocab_hi)``, so two runs with the same seed send identical
+prompts. A server that does not return token ids gets the plan's seeded stand-in ids for the outputs
+(``turns.token_exact`` is false in the result).
 
 **Context length.** Traces describe long programs (SWE-bench: 10-20k tokens of final context) and small models
 have short windows. Two knobs (:mod:`continuum_workloads.transforms`), applied in this order, before arrivals
@@ -35,10 +35,10 @@ carries the turn's ``tool`` (the trace knows the tool call that follows) and ``i
 twice, timeout) marks its program failed and the run goes on. When a transport error finds the server gone (its health
 check fails), every program still waiting is marked failed at once and the run reports.
 
-**Measurements.** Streaming requests measure TTFT; ``usage.prompt_tokens_details.cached_tokens`` gives prefix
-hits (vLLM reports it with ``--enable-prompt-tokens-details``; a server that does not leaves the hit rate
-unknown, null, never 0); ``/continuum/stats``, when the server has it, is
-sampled for pinned blocks and diffed for pin counters. :func:`continuum_eval.results.metrics.summarize` makes the result JSON.
+**Measurements.** Streaming requests measure TTFT; ``usage.prompt_tokens_details.cached_tokens`` gives prefix hits (vLLM
+reports it with ``--enable-prompt-tokens-details``; a server that does not leaves the hit rate unknown, null, never 0);
+``/continuum/stats``, when the server has it, is sampled for pinned blocks and diffed for pin counters.
+:func:`continuum_eval.results.metrics.summarize` makes the result JSON.
 """
 
 from __future__ import annotations
@@ -52,11 +52,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import httpx
-
 from continuum_agents.protocol import KEEPALIVE_EXPIRY_S, DroppedConnection
 from continuum_agents.session import AsyncAgentSession, SessionError
-from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
 from continuum_eval.live.server_stats import ServerInfoError, StatsSampler, alive, get_stats, pin_delta, server_info
+from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
 from continuum_workloads import Program, assign_arrivals, shape_programs
 from continuum_workloads.turn_plan import TurnPlan, plan_turn
 

@@ -18,13 +18,13 @@ import time
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import httpx
-
-from continuum.serve.launch import ServerProcess
 from continuum_eval.live.replay import ReplayError, ReplayOptions, replay_sync
 from continuum_eval.live.settings import BenchConfig
 from continuum_eval.results.metrics import ProgramRecord, summarize
 from continuum_eval.results.report import percent
 from continuum_workloads import Program
+
+from continuum.serve.launch import ServerProcess
 
 __all__ = ["DEV_MODE_ENV", "Deployment", "OneServer", "env_set", "failed_result", "log", "replay_run",
            "reset_prefix_cache", "serve_runs", "start_server"]

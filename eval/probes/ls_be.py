@@ -14,11 +14,11 @@ import argparse
 import sys
 
 import numpy as np
+from continuum_eval.sim.run import simulate_result
+from continuum_workloads import Program, assign_arrivals, load_programs
 
 from continuum.policy.presets import parse_policies
 from continuum.policy.registry import ConfigError
-from continuum_eval.sim.run import simulate_result
-from continuum_workloads import Program, assign_arrivals, load_programs
 
 
 def mixed(ls: list[Program], be: list[Program], ls_jps: float, be_jps: float, seed: int) -> list[Program]:

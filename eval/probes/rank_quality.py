@@ -17,9 +17,9 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from continuum_workloads import Program, read_trace
 
 from kvttl import ProgramWork, Progress
-from continuum_workloads import Program, read_trace
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:

@@ -6,7 +6,8 @@ slot (so the waiting-queue ordering is exercised every step). All schedulers are
 pool. Steps are timed round-robin across the schedulers (one step of each in turn), so machine noise falls on
 all of them alike; we print mean and median ms per step and each preset's ratio to vLLM.
 
-    python -m continuum_eval.probes.sched_overhead [--programs 1000] [--pins 500] [--steps 400] [--policies vllm,continuum,...]
+    python -m continuum_eval.probes.sched_overhead [--programs 1000] [--pins 500] [--steps 400] \\
+        [--policies vllm,continuum,...]
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import argparse
 import statistics
 import time
 
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, fabricate_output, make_request, run_step
 from tqdm import tqdm
 
 from continuum.policy.presets import PRESETS, parse_policies, resolve
 from continuum.policy.registry import ConfigError
 from continuum.sched.scheduler import scheduler_for
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, fabricate_output, make_request, run_step
 
 BS = 32
 

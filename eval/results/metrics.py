@@ -1,7 +1,7 @@
 """Metrics of one run: per-program records in, the result JSON of DESIGN.md out.
 
-A live replay (``continuum_eval.live.replay``) fills :class:`ProgramRecord` / :class:`TurnRecord` as it goes; :func:`summarize`
-turns them into the result dict::
+A live replay (``continuum_eval.live.replay``) fills :class:`ProgramRecord` / :class:`TurnRecord` as it goes;
+:func:`summarize` turns them into the result dict::
 
     {"policy", "mode", "workload", "jps", "programs", "completed", "failed",
      "jct_s": {mean, p50, p90, p95, p99}, "ttft_s": {mean, p95}, "makespan_s", "throughput_tok_s",
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-
 from continuum_agents.protocol import TurnTimes
 
 __all__ = ["TurnRecord", "ProgramRecord", "summarize", "percentiles", "PIN_KEYS", "empty_pins"]

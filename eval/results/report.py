@@ -7,7 +7,8 @@ Rows are policy × JPS; the baseline for ratios is the ``vllm`` policy. Plots (m
   per policy when there is a single load level);
 - ``jct_cdf.png``: CDF of per-program JCT, one line per policy, one panel per JPS.
 
-``python -m continuum_eval.results.report results.json [more.json ...] --out DIR`` rebuilds the report from saved results.
+``python -m continuum_eval.results.report results.json [more.json ...] --out DIR`` rebuilds the report from saved
+results.
 """
 
 from __future__ import annotations

@@ -19,13 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from continuum_eval.results.report import format_table
+from continuum_eval.verb_args import policies_and_overrides, trace_programs
+from continuum_workloads import Program, shape_programs
+
 from continuum.policy.flags import add_policy_flags
 from continuum.serve import verbs
 from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
 from continuum.serve.verbs import VerbError
-from continuum_eval.results.report import format_table
-from continuum_eval.verb_args import policies_and_overrides, trace_programs
-from continuum_workloads import Program, shape_programs
 
 __all__ = ["SimVerb", "ProfileVerb", "main"]
 

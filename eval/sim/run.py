@@ -1,9 +1,9 @@
 """One simulated run: programs + policy + profile + load in, the result JSON of DESIGN.md out (mode "sim").
 
-The result has the live replay's keys (`continuum_eval.results.metrics.summarize` builds both) and, because the simulator knows
-what each program costs alone, ``slowdown`` (JCT over the program's JCT alone on an idle engine, from
-`continuum_eval.sim.engine.isolated`); ``sched_step_ms`` is the wall time of the real ``schedule()`` calls on this machine.
-``sim`` holds the run's own facts: profile, steps, simulated and wall seconds, preemptions, peaks.
+The result has the live replay's keys (`continuum_eval.results.metrics.summarize` builds both) and, because the
+simulator knows what each program costs alone, ``slowdown`` (JCT over the program's JCT alone on an idle engine, from
+`continuum_eval.sim.engine.isolated`); ``sched_step_ms`` is the wall time of the real ``schedule()`` calls on this
+machine. ``sim`` holds the run's own facts: profile, steps, simulated and wall seconds, preemptions, peaks.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-
-from continuum.policy.presets import is_vllm, resolve
 from continuum_eval.results.metrics import percentiles, summarize
 from continuum_eval.sim.cost.profiles import Profile, get_profile
 from continuum_eval.sim.engine.core import EngineCore
@@ -21,6 +19,8 @@ from continuum_eval.sim.engine.isolated import isolated_jct
 from continuum_eval.sim.engine.loop import Engine, EventLoop
 from continuum_workloads import Program, assign_arrivals
 from continuum_workloads.transforms import fit_program
+
+from continuum.policy.presets import is_vllm, resolve
 
 DEFAULT_PROFILE = "h100-llama-3.1-8b"
 

@@ -5,11 +5,11 @@
     python -m continuum_eval.sim.scaleout balance --trace swe.jsonl --dp 4 --max-num-seqs 32 --programs 400 --jps 8 \\
         --out runs/balance
 
-``replicas``: N replicas serve the first N x ``per-replica`` programs of the trace at N x ``jps`` (each replica
-sees the load one replica sees at ``jps``); the table compares mean / p95 JCT and prefix hit rate with one
-replica serving the same programs at ``jps`` (same programs, so the comparison is not a sample of another set). ``balance``: ``dp`` ranks in lockstep, balance scheduling off and on (`continuum.sched.balance`); the
-table compares output throughput, time per output token, TTFT and JCT. Both write ``results.json``,
-``report.md`` and PNG plots.
+``replicas``: N replicas serve the first N x ``per-replica`` programs of the trace at N x ``jps`` (each replica sees the
+load one replica sees at ``jps``); the table compares mean / p95 JCT and prefix hit rate with one replica serving the
+same programs at ``jps`` (same programs, so the comparison is not a sample of another set). ``balance``: ``dp`` ranks in
+lockstep, balance scheduling off and on (`continuum.sched.balance`); the table compares output throughput, time per
+output token, TTFT and JCT. Both write ``results.json``, ``report.md`` and PNG plots.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from continuum.serve.argtypes import positive_float, positive_int
 from continuum_eval.results.report import pyplot, save_figure
 from continuum_eval.sim.cost.profiles import get_profile
 from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
 from continuum_workloads import load_programs
+
+from continuum.serve.argtypes import positive_float, positive_int
 
 
 def _ints(text: str) -> list[int]:

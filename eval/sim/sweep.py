@@ -3,8 +3,8 @@
     python -m continuum_eval.sim.sweep --trace swe.jsonl --profile h100-llama-3.1-8b --jps 0.25,0.5,0.75,1 \\
         --policies vllm,continuum,fixed,preserve,plas,oracle --out runs/sim-h100
 
-writes ``results.json`` (a list of result dicts), ``report.md`` (the live report's table, ratios and plots
-from `continuum_eval.results.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
+writes ``results.json`` (a list of result dicts), ``report.md`` (the live report's table, ratios and plots from
+`continuum_eval.results.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
 policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit rate, preemptions and wall time.
 """
 
@@ -18,12 +18,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from continuum.policy.flags import add_policy_flags, overrides_from_args
-from continuum.policy.presets import PRESETS, parse_policies
-from continuum.policy.registry import ConfigError
 from continuum_eval.results.report import write_report
 from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
 from continuum_workloads import load_programs
+
+from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum.policy.presets import PRESETS, parse_policies
+from continuum.policy.registry import ConfigError
 
 ORDER = tuple(PRESETS)
 

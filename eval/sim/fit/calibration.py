@@ -1,11 +1,11 @@
 """Calibration of the roofline against measured GPU timings of transformer linear layers.
 
-The Vidur project measured, on real H100 and A100 GPUs, every non-attention operation of one Llama decoder
-layer (QKV and output projections, gate+up and down projections, norms, rotary, activation, residual add)
-by batch tokens and tensor-parallel degree. The files live in ``<repo>/../shared/reference/vidur-mlp-profiles``
-(see its README). This module reads them, predicts the same operations with `RooflineCostModel`, and fits
-the GEMM and element-wise efficiency factors of a GPU (``python -m continuum_eval.sim.fit.calibration`` prints the fit and
-the error table; the constants in `continuum_eval.sim.cost.profiles` come from it).
+The Vidur project measured, on real H100 and A100 GPUs, every non-attention operation of one Llama decoder layer (QKV
+and output projections, gate+up and down projections, norms, rotary, activation, residual add) by batch tokens and
+tensor-parallel degree. The files live in ``<repo>/../shared/reference/vidur-mlp-profiles`` (see its README). This
+module reads them, predicts the same operations with `RooflineCostModel`, and fits the GEMM and element-wise efficiency
+factors of a GPU (``python -m continuum_eval.sim.fit.calibration`` prints the fit and the error table; the constants in
+`continuum_eval.sim.cost.profiles` come from it).
 
 The fit weighs every power-of-two range of token counts equally (the files sample large batches densely, but
 decode-sized batches matter as much to a simulation) and minimises squared log error over all operations.
@@ -27,7 +27,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
 from continuum_eval.sim.cost.costmodel import Efficiency, RooflineCostModel
 from continuum_eval.sim.cost.specs import GPUS, GPUSpec, ModelSpec
 

@@ -4,17 +4,17 @@
         --policies vllm,continuum --out runs/fidelity
 
 Fit the profile first, on the same machine and at the same load: `continuum profile`, then
-`python -m continuum_eval.sim.fit.replay_fit` on other programs of the trace (``--offset 40``), so this check is out of sample.
+`python -m continuum_eval.sim.fit.replay_fit` on other programs of the trace (``--offset 40``), so this check is out
+of sample.
 
-For each policy, `continuum serve MODEL` is started with the engine shape the profile was fitted on (block size,
-max model length, max_num_seqs, max_num_batched_tokens, and ``--num-gpu-blocks-override`` when ``--num-blocks``
-is given); `continuum_eval.live.replay` replays the trace at each rate, then `simulate_result` runs the same programs (same
-scaling, fitting, arrivals and token ids) on the ``cpu`` profile with the same KV pool and the server's
-Continuum settings (kvttl's default reload-cost model, as `continuum serve` has it). Each rate starts with an
-empty prefix cache on both sides (the server runs with ``VLLM_SERVER_DEV_MODE=1`` for that). Writes ``live.json``,
-``sim.json`` and ``fidelity.md``: mean / p95 JCT, TTFT, per-turn latency and the client gap (JCT minus turn
-latencies minus tool time: the client's own lag between turns) side by side, and the relative error of the mean
-JCT, which should be within 15%.
+For each policy, `continuum serve MODEL` is started with the engine shape the profile was fitted on (block size, max
+model length, max_num_seqs, max_num_batched_tokens, and ``--num-gpu-blocks-override`` when ``--num-blocks`` is given);
+`continuum_eval.live.replay` replays the trace at each rate, then `simulate_result` runs the same programs (same
+scaling, fitting, arrivals and token ids) on the ``cpu`` profile with the same KV pool and the server's Continuum
+settings (kvttl's default reload-cost model, as `continuum serve` has it). Each rate starts with an empty prefix cache
+on both sides (the server runs with ``VLLM_SERVER_DEV_MODE=1`` for that). Writes ``live.json``, ``sim.json`` and
+``fidelity.md``: mean / p95 JCT, TTFT, per-turn latency and the client gap (JCT minus turn latencies minus tool time:
+the client's own lag between turns) side by side, and the relative error of the mean JCT, which should be within 15%.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from continuum.policy.presets import parse_policies
-from continuum.policy.registry import ConfigError
-from continuum.serve.launch import ServerProcess
 from continuum_eval.live.replay import ReplayOptions, replay_sync
 from continuum_eval.live.runs import DEV_MODE_ENV, env_set, reset_prefix_cache
 from continuum_eval.results.report import percent
 from continuum_eval.sim.cost.profiles import get_profile
 from continuum_eval.sim.run import simulate_result
 from continuum_workloads import load_programs, scale_program
+
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
+from continuum.serve.launch import ServerProcess
 
 SERVE_POLICY = {"vllm": ("vllm", []), "continuum": ("continuum", ["--ttl-mode", "model"]),
                 "fixed": ("continuum", ["--ttl-mode", "fixed"]), "preserve": ("continuum", ["--ttl-mode", "preserve"])}

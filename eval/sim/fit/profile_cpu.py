@@ -51,11 +51,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+from continuum_agents.session import KEEPALIVE_EXPIRY_S
+from continuum_eval.sim.cost.costmodel import FEATURES, LinearCostModel, StepBatch, features, nnls
 
 from continuum.serve import models
 from continuum.serve.launch import ServerProcess
-from continuum_agents.session import KEEPALIVE_EXPIRY_S
-from continuum_eval.sim.cost.costmodel import FEATURES, LinearCostModel, StepBatch, features, nnls
 
 FITTED_DIR = Path(__file__).resolve().parents[1] / "fitted"
 CPU_KV_BYTES = 2 * 1024**3  # what `continuum serve` reserves for KV on a CPU machine

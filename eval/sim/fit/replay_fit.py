@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from continuum.serve.launch import ServerProcess
 from continuum_eval.live.replay import ReplayOptions, replay_sync
 from continuum_eval.sim.cost.costmodel import LinearCostModel
 from continuum_eval.sim.cost.profiles import Profile, cpu_profile
@@ -32,6 +31,8 @@ from continuum_eval.sim.fit.fidelity import engine_flags
 from continuum_eval.sim.fit.profile_cpu import FITTED_DIR
 from continuum_eval.sim.run import simulate_result
 from continuum_workloads import read_trace, scale_program
+
+from continuum.serve.launch import ServerProcess
 
 SEQS_MAX = 0.01  # seconds per request per step: far above anything a CPU server shows
 
