@@ -45,20 +45,12 @@ class SharedServer:
         self.proc: ServerProcess | None = None
         self.starts = 0
         self.error: BaseException | None = None
-        self.model_built = threading.Event()
         self._early: threading.Thread | None = None
 
     def start_early(self) -> None:
-        """Build the model and start the server in a thread; :meth:`get` waits for it."""
+        """Start the server in a thread; :meth:`get` waits for it."""
 
         def run() -> None:
-            try:
-                models.build("tiny")
-            except BaseException as exc:  # noqa: BLE001 - reported by get()
-                self.error = exc
-                return
-            finally:
-                self.model_built.set()
             try:
                 self._start()
             except BaseException:  # noqa: BLE001 - kept in self.error, reported by get()
@@ -122,6 +114,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly or not any(uses(item, SERVER_FIXTURES) for item in session.items):
         return
+    models.build("tiny")  # here, not in the thread: tests that run meanwhile may build it too
     shared = SharedServer(Path(tempfile.mkdtemp(prefix="continuum-shared-tiny-")))
     session.config.stash[SHARED] = shared
     shared.start_early()
@@ -134,10 +127,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(request) -> str:
-    shared = request.config.stash.get(SHARED, None)
-    if shared is not None:
-        shared.model_built.wait()
+def tiny_model() -> str:
     return str(models.build("tiny"))
 
 

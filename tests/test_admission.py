@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from continuum_eval.sim.engine.loop import Engine
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from continuum_eval.sim.run import prepare, simulate_result
 from continuum_workloads import Program, Turn, assign_arrivals
 from vllm.v1.request import RequestStatus

@@ -8,7 +8,7 @@ import sys
 import tempfile
 
 import pytest
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 from continuum.cluster.affinity import SessionAffinity, home_of
 from continuum.control.dp import merge_stats, rank_address

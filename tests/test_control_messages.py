@@ -7,7 +7,7 @@ import asyncio
 import json
 
 import pytest
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 from continuum.control.channel import ControlClient, ControlServer
 from continuum.control.dp import DPControlClient, dp_rank_and_size

@@ -11,7 +11,7 @@ from continuum.policy.presets import PRESETS, describe, is_vllm, resolve
 from continuum.policy.registry import names
 from continuum.sched.scheduler import scheduler_for
 from continuum.policy.flags import override_flags
-from continuum_eval.live.bench import BenchConfig, BenchError, policy_args
+from continuum_eval.live.settings import BenchConfig, BenchError, policy_args
 
 
 def test_every_preset_resolves_and_builds_its_scheduler():

@@ -6,7 +6,7 @@ nothing.
 
 from __future__ import annotations
 
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 from continuum.policy.presets import resolve
 from continuum.sched.phases import PhaseSwitch

@@ -9,7 +9,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from vllm.v1.core.sched.interface import PauseState
 
 from continuum.policy.presets import resolve

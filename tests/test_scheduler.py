@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus

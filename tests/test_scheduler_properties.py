@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vllm.v1.request import RequestStatus

@@ -13,7 +13,7 @@ from vllm.v1.request import RequestStatus
 
 from continuum.policy.config import ContinuumConfig
 from continuum.control.engine_side import EngineControl
-from continuum_eval.sim.offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from continuum.sched.scheduler import ContinuumScheduler
 from continuum.tenancy import qualify, tenant_of_key
 

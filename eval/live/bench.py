@@ -24,21 +24,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from continuum_eval.live.bench_cluster import live_cluster, router_options
-from continuum_eval.live.runs import DEV_MODE_ENV, OneServer, env_set, serve_runs, start_server
-from continuum_eval.live.settings import (
-    BenchConfig,
-    BenchError,
-    ServerSettings,
-    policy_args,
-    serve_command,
-    server_flags,
-)
+from continuum_eval.live.runs import OneServer, serve_runs
+from continuum_eval.live.settings import BenchConfig, BenchError, policy_args, serve_command
 from continuum_eval.results.report import format_ratios, format_table, write_report
 from continuum_workloads import Program, shape_programs
 
-# The settings and the server start live in `settings` and `runs`; they stay importable from here.
-__all__ = ["BenchConfig", "BenchError", "ServerSettings", "run_bench", "server_flags", "policy_args", "start_server",
-           "DEV_MODE_ENV", "env_set"]
+__all__ = ["run_bench", "live", "simulated"]
 
 
 def live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
