@@ -1,5 +1,5 @@
 """What the eval verbs (`continuum replay`, `bench`, `sim`) read from their flags, checked once for all: the
-trace's programs and the policies. Bad input is a `VerbError` naming the flag (exit status 2)."""
+trace's programs, the policies and the simulator's host KV tier. Bad input is a `VerbError` naming the flag (exit status 2)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from continuum_workloads import Program, TraceError, load_programs
 from continuum.policy.flags import overrides_from_args
 from continuum.policy.presets import parse_policies
 from continuum.policy.registry import ConfigError
+from continuum.serve.argtypes import positive_float
 from continuum.serve.verbs import VerbError
 
-__all__ = ["trace_programs", "policies_and_overrides"]
+__all__ = ["trace_programs", "policies_and_overrides", "add_host_tier_flags"]
 
 
 def trace_programs(args: argparse.Namespace) -> list[Program]:
@@ -34,3 +35,12 @@ def policies_and_overrides(text: str, flag: str, args: argparse.Namespace) -> tu
         return parse_policies(text, **overrides), overrides
     except ConfigError as exc:
         raise VerbError(f"{flag}: {exc}") from None
+
+
+def add_host_tier_flags(p: argparse.ArgumentParser) -> None:
+    """``--cpu-kv-gib`` / ``--cpu-eviction``: vLLM's native host KV tier on every simulated engine."""
+    g = p.add_argument_group("host KV tier of the simulator (vLLM's --kv-offloading-size)")
+    g.add_argument("--cpu-kv-gib", type=positive_float, default=None,
+                   help="sim: give each engine vLLM's CPU KV tier of G GiB (the OffloadingConnector; default: none)")
+    g.add_argument("--cpu-eviction", choices=("lru", "arc"), default="lru",
+                   help="sim: vLLM's eviction policy for the CPU tier (default lru)")

@@ -75,12 +75,20 @@ class TurnWatch:
         if self.count_events:
             self.events += sse_events(body)
             due = self.events - self.reported >= REPORT_EVERY or (last and self.events > self.reported)
-            if due and (self.report is None or self.report.done()):  # else the next report says more
+            idle = self.report is None or self.report.done()
+            if due and (idle or last):  # else the next report says more; the final count always goes out
                 self.reported = self.events
-                self.report = asyncio.create_task(self._tell(EventsRead(self.program, self.events)))
+                self.report = asyncio.create_task(self._tell_after(self.report, EventsRead(self.program,
+                                                                                         self.events)))
         if last:
             if self.reader is not None and (tool := self.reader.tool()):
                 await self._tell(ToolChosen(self.program, tool))
+
+    async def _tell_after(self, previous: asyncio.Task | None, message: SessionQuery) -> None:
+        """Reports go out one at a time, in order: the final count waits for the report in flight."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        await self._tell(message)
 
     async def _client_gone(self) -> None:
         if not self.gone and not self.done:  # after a complete answer, the turn finished: nothing to say

@@ -113,6 +113,17 @@ _COMPONENTS = [
     _c("admission", "memory", "a new program waits at the door until the KV pool holds the working sets of the "
                               "admitted programs plus its own", horizon=(1, "turns of predicted context growth "
                                                                             "counted in a working set")),
+    _c("admission", "cap", "at most `programs` programs in service (admitted and not ended), through the same door "
+                           "in the same order as `memory`; memory is not counted",
+       programs=(64, "programs in service at most")),
+    _c("admission", "compute", "`memory`'s door with a second limit: programs in service stop where one more adds "
+                               "less throughput than it costs the others, from step times measured online "
+                               "(continuum.sched.step_model)",
+       marginal=(0.5, "admit while one more program raises the turn rate by at least this fraction of the rate "
+                      "per program (d ln X / d ln N); 0.5 maximises throughput over time in service (Kleinrock's "
+                      "power)"),
+       half_life_s=(60.0, "half-life, in clock seconds, of the step-time fit and the per-turn statistics: many "
+                          "turns long, short enough to follow the context mix as programs grow")),
     _c("work", "model", "predicted from the program's turns so far and completed programs' statistics"),
     _c("work", "oracle", "the true future, told by the client in vllm_xargs.future (simulator only)"),
     _c("balance", "off", "each data-parallel rank admits on its own (vLLM's behaviour)"),

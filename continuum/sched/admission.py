@@ -56,6 +56,9 @@ class OpenAdmission:
         """Before each step: admit what may start now. True when the waiting order may have changed."""
         return False
 
+    def scheduled(self, tokens: int, seqs: int, new_seqs: int) -> None:
+        """After each step is chosen: its tokens, its requests and how many of them are new turns."""
+
     def state(self) -> dict:
         return {"mode": "open"}
 
@@ -80,8 +83,7 @@ class MemoryAdmission(OpenAdmission):
     def arrive(self, request: Request, prog: Program) -> None:
         if prog.turns > 1 or not prog.admitted and prog.program_id in self.door:
             return
-        if self.classes.is_ls(request) or \
-                not self.door and (not self.active or self.working_set(prog) <= self.free()):
+        if self.classes.is_ls(request) or not self.door and (not self.active or fits(self.need(prog), self.room())):
             self._admit(prog)  # latency-sensitive, or room and nobody queued ahead of it: straight in
             return
         prog.admitted = False
@@ -100,16 +102,16 @@ class MemoryAdmission(OpenAdmission):
         if not self.door or not (self.pending or self.view.resort_due()):
             return False
         self.pending = False
-        free = self.free()
+        room = self.room()
         for request in sorted(self.door.values(), key=self.view.waiting_key):
             prog = self.view.program_of(request)
             if prog is None or prog.ended or request.is_finished():
                 self.door.pop(request.session_id, None)
                 continue
-            need = self.working_set(prog)
-            if self.active and need > free:
+            need = self.need(prog)
+            if self.active and not fits(need, room):
                 break  # strictly in order: aging brings the head forward, backfilling could starve it
-            free -= need
+            room = tuple(r - n for r, n in zip(room, need))
             del self.door[prog.program_id]
             self.wait_s_total += max(0.0, self.view.clock() - prog.first_arrival)
             self._admit(prog)
@@ -119,6 +121,15 @@ class MemoryAdmission(OpenAdmission):
         prog.admitted = True
         self.active[prog.program_id] = prog
         self.admitted += 1
+
+    # -- what the door weighs: the room the admitted programs leave, and what one more needs of it ----------
+    def room(self) -> tuple[float, ...]:
+        """What the admitted programs leave of each limit (here: free blocks by working sets)."""
+        return (self.free(),)
+
+    def need(self, prog: Program) -> tuple[float, ...]:
+        """What admitting ``prog`` takes of each limit of `room`."""
+        return (self.working_set(prog),)
 
     # -- working sets, in blocks --------------------------------------------------------------------------
     def capacity(self) -> int:
@@ -146,6 +157,27 @@ class MemoryAdmission(OpenAdmission):
                 "capacity_blocks": self.capacity(), "free_blocks_by_working_sets": self.free()}
 
 
-def make_admission(cfg: ContinuumConfig, view: SchedulerView, classes: Classes) -> OpenAdmission:
-    """The admission component the config names."""
-    return {"open": OpenAdmission, "memory": MemoryAdmission}[cfg.admission](cfg, view, classes)
+class CapAdmission(MemoryAdmission):
+    """At most ``cap.programs`` programs in service (admitted, not ended), through the same door in the same
+    order as ``memory``; memory is not counted, so no working set is reserved (pins follow the TTL rule)."""
+
+    def __init__(self, cfg: ContinuumConfig, view: SchedulerView, classes: Classes) -> None:
+        super().__init__(cfg, view, classes)
+        self.cap = max(1, int(cfg.knob("cap.programs")))
+
+    def reserves(self, prog: Program) -> bool:
+        return False
+
+    def room(self) -> tuple[float, ...]:
+        return (self.cap - len(self.active),)
+
+    def need(self, prog: Program) -> tuple[float, ...]:
+        return (1,)
+
+    def state(self) -> dict:
+        return {**super().state(), "mode": "cap", "cap": self.cap}
+
+
+def fits(need: tuple[float, ...], room: tuple[float, ...]) -> bool:
+    """Whether every limit has room for what one more program needs of it."""
+    return all(n <= r for n, r in zip(need, room))

@@ -50,10 +50,11 @@ from continuum.control.messages import SessionState, Stats
 from continuum.policy.config import ContinuumConfig
 from continuum.policy.presets import resolve
 from continuum.sched import report
-from continuum.sched.admission import make_admission
+from continuum.sched.admission import CapAdmission, MemoryAdmission, OpenAdmission
 from continuum.sched.answers import SchedulerAnswers
 from continuum.sched.balance import make_balance
 from continuum.sched.classes import Classes
+from continuum.sched.compute_admission import ComputeAdmission
 from continuum.sched.ordering import ProgramQueue, compose_key
 from continuum.sched.phases import PHASE_TERMS, PhaseSwitch
 from continuum.sched.pins import KVPins
@@ -64,6 +65,8 @@ from continuum.sched.turns import Turns
 from continuum.sched.view import Priority
 
 logger = init_logger(__name__)
+ADMISSIONS: dict[str, type[OpenAdmission]] = {"open": OpenAdmission, "memory": MemoryAdmission, "cap": CapAdmission,
+                                               "compute": ComputeAdmission}
 NO_PROGRAM = 1 << 62  # a request without a program is its own, latest, program
 # Time-dependent keys (aging, SJF's queue ramp, class promotion, attained service) are refreshed this often;
 # their values move in steps of seconds, so a quarter second keeps the order right at a fraction of the cost.
@@ -96,7 +99,7 @@ class ContinuumMixin(SchedulerAnswers):
         self.levels = Levels(cfg, self, cfg.terms + (PHASE_TERMS if self.phases.enabled else []))
         self.levels.set_active(cfg.terms)
         self.classes = Classes(cfg, self)
-        self.admission = make_admission(cfg, self, self.classes)
+        self.admission = ADMISSIONS[cfg.admission](cfg, self, self.classes)
         # What a turn's arrival and finish teach, and how long a finished turn's KV stays pinned.
         self.turns = Turns(cfg, self, self.programs, self.pins, self.admission)
         self.retention = self.turns.retention  # the stats report its predictor
@@ -180,6 +183,8 @@ class ContinuumMixin(SchedulerAnswers):
             with self.balance.gate():
                 out = super().schedule(*args, **kwargs)
             self._after_admission(out)
+            self.admission.scheduled(out.total_num_scheduled_tokens, len(out.num_scheduled_tokens),
+                                     len(out.scheduled_new_reqs))
             self.step_times.append(time.perf_counter() - t0)
             if len(self.step_times) > 4096:
                 del self.step_times[:2048]
@@ -272,7 +277,9 @@ class ContinuumMixin(SchedulerAnswers):
 
     def finish_requests(self, *args: Any, **kwargs: Any):
         with self.lock:
-            return super().finish_requests(*args, **kwargs)
+            out = super().finish_requests(*args, **kwargs)
+            self.balance.publish()  # aborted turns left the running queue: peers must not wait for a step
+            return out
 
     def reset_prefix_cache(self, *args: Any, **kwargs: Any) -> bool:
         with self.lock:

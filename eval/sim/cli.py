@@ -7,6 +7,7 @@
     continuum sim --trace FILE --policy P --profile NAME --jps X --out RESULT.json
     continuum sim --trace FILE --replicas 4 --router session --jps 4 --out RESULT.json
     continuum sim --trace FILE --dp 4 --lockstep --balance any-full --max-num-seqs 64 --jps 4 --out RESULT.json
+    continuum sim --trace FILE --policy vllm,continuum --cpu-kv-gib 128 --jps 2 --out RESULT.json
     continuum sim --profile list
     continuum profile [--model tiny] [--out eval/sim/fitted/cpu.json]
 """
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from continuum_eval.results.report import format_table
-from continuum_eval.verb_args import policies_and_overrides, trace_programs
+from continuum_eval.verb_args import add_host_tier_flags, policies_and_overrides, trace_programs
 from continuum_workloads import Program, shape_programs
 
 from continuum.policy.flags import add_policy_flags
@@ -108,6 +109,7 @@ class SimVerb:
         g.add_argument("--lockstep", action="store_true",
                        help="with --dp: ranks step together and a step lasts as long as the slowest rank's batch "
                             "(mixture-of-experts data parallelism); pair with --balance any-full")
+        add_host_tier_flags(p)
         add_policy_flags(p)
         p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
         return p
@@ -128,7 +130,7 @@ class SimVerb:
         _check_scaleout(args)
         prof = _profile(args)
         programs = _load_programs(args)
-        from continuum_eval.sim.run import simulate_result  # vLLM: imported when a simulation runs, not for --help
+        from continuum_eval.sim.run import host_tier_line, simulate_result  # vLLM: loaded to simulate, not for --help
 
         results = []
         for pol in policies:
@@ -139,7 +141,8 @@ class SimVerb:
                                         policy_overrides=overrides or None,
                                         meta={"trace": str(args.trace), "token_scale": args.token_scale,
                                               "tool_scale": args.tool_scale, "max_context": args.max_context},
-                                        replicas=args.replicas, router=args.router, dp=args.dp, lockstep=args.lockstep)
+                                        replicas=args.replicas, router=args.router, dp=args.dp, lockstep=args.lockstep,
+                                        cpu_kv_gib=args.cpu_kv_gib, cpu_eviction=args.cpu_eviction)
                 except ValueError as exc:
                     raise VerbError(str(exc)) from None
                 results.append(r)
@@ -147,8 +150,8 @@ class SimVerb:
                     f" dp{args.dp}{' lockstep' if args.lockstep else ''}" if args.dp > 1 else ""
                 print(f"sim {pol}{where} jps={jps}: {r['completed']}/{r['programs']} programs, mean JCT "
                       f"{r['jct_s']['mean']:.2f} s, p95 {r['jct_s']['p95']:.2f} s, "
-                      f"slowdown {r['slowdown']['mean']:.2f}, prefix hits {100 * r['prefix_hit_rate']:.1f}% "
-                      f"({time.perf_counter() - t0:.1f} s wall)", file=sys.stderr)
+                      f"slowdown {r['slowdown']['mean']:.2f}, prefix hits {100 * r['prefix_hit_rate']:.1f}%"
+                      f"{host_tier_line(r)} ({time.perf_counter() - t0:.1f} s wall)", file=sys.stderr)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")

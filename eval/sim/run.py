@@ -3,7 +3,9 @@
 The result has the live replay's keys (`continuum_eval.results.metrics.summarize` builds both) and, because the
 simulator knows what each program costs alone, ``slowdown`` (JCT over the program's JCT alone on an idle engine, from
 `continuum_eval.sim.engine.isolated`); ``sched_step_ms`` is the wall time of the real ``schedule()`` calls on this
-machine. ``sim`` holds the run's own facts: profile, steps, simulated and wall seconds, preemptions, peaks.
+machine. ``sim`` holds the run's own facts: profile, steps, simulated and wall seconds, preemptions, peaks. With a
+host KV tier (``cpu_kv_gib``), ``host_tier`` holds its size per engine (GiB, CPU blocks) and its PCIe traffic
+summed over engines (`continuum_eval.sim.engine.transfers`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
                     jps: float | None = None, seed: int = 0, *, progress: bool = True,
                     policy_overrides: dict | None = None, meta: dict | None = None,
                     engine_out: list | None = None, replicas: int = 1, router: str = "session", dp: int = 1,
-                    lockstep: bool = False) -> dict[str, Any]:
+                    lockstep: bool = False, cpu_kv_gib: float | None = None,
+                    cpu_eviction: str = "lru") -> dict[str, Any]:
     """Simulate ``programs`` under ``policy`` on ``profile`` at ``jps`` programs/s (seeded Poisson arrivals;
     None keeps the programs' own ``arrival_s``). Returns the result dict.
 
@@ -51,6 +54,8 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     ``replicas`` > 1: that many engines behind ``router`` (`continuum_eval.sim.engine.routing`); ``dp`` > 1: that many
     data-parallel ranks, programs kept on a rank with spill (``lockstep``: a step lasts the slowest rank's). The
     result then has a ``scaleout`` section (`continuum_eval.sim.engine.loop`).
+    ``cpu_kv_gib``: each engine gets vLLM's host KV tier of that many GiB (``--kv-offloading-size``), its CPU
+    blocks evicted by vLLM's ``cpu_eviction`` policy (lru, arc); None (the default): no tier.
     """
     if not programs:
         raise ValueError("no programs to simulate")
@@ -58,16 +63,21 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
         raise ValueError("simulate replicas or data-parallel ranks, not both")
     overrides = policy_overrides or {}
     config = None if is_vllm(policy) else resolve(policy, **overrides)  # fail early on a bad name or setting
+    if cpu_kv_gib is not None and cpu_kv_gib <= 0:
+        raise ValueError(f"cpu_kv_gib must be positive, not {cpu_kv_gib}")
+    tier = {"cpu_kv_gib": cpu_kv_gib, "cpu_eviction": cpu_eviction}
     prof = profile if isinstance(profile, Profile) else get_profile(profile or DEFAULT_PROFILE)
     progs = prepare(programs, prof, jps, seed)
     engines = max(replicas, dp)
     t0 = time.perf_counter()
     if engines == 1:
-        sim: EventLoop = Engine(progs, policy, prof, seed=seed, progress=progress, policy_overrides=overrides)
+        sim: EventLoop = Engine(progs, policy, prof, seed=seed, progress=progress, policy_overrides=overrides,
+                                **tier)
     else:
         # Data-parallel ranks are placed the way the data-parallel middleware places them.
         sim = EventLoop(progs, policy, prof, engines=engines, router="session-load" if dp > 1 else router,
-                        lockstep=dp > 1 and lockstep, seed=seed, progress=progress, policy_overrides=overrides)
+                        lockstep=dp > 1 and lockstep, seed=seed, progress=progress, policy_overrides=overrides,
+                        **tier)
     sim.run()
     wall = time.perf_counter() - t0
     result = engines_result(sim.engines, sim.progs, policy, prof, progs, jps, seed, wall, overrides, config, meta)
@@ -76,6 +86,15 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     if engine_out is not None:
         engine_out.append(sim)
     return result
+
+
+def host_tier_line(result: dict) -> str:
+    """The host tier's PCIe traffic, for a one-line summary ('' without a tier)."""
+    t = result.get("host_tier")
+    if not t:
+        return ""
+    return (f", host tier {t['cpu_kv_gib']:g} GiB: {t['stored_bytes'] / 1e9:.1f} GB stored, "
+            f"{t['loaded_bytes'] / 1e9:.1f} GB loaded, {t['cpu_hit_tokens']:,} CPU-hit tokens")
 
 
 def _sum_counters(dicts: Sequence[dict | None]) -> dict | None:
@@ -128,4 +147,9 @@ def engines_result(engines: Sequence[EngineCore], sim_programs: Sequence, policy
             if t.ok and t.output_tokens > 1 and t.first_token_s is not None and t.done_s is not None]
     result["tpot_s"] = percentiles(tpot, qs=(95,))  # time per output token
     result["sim"] = sim
+    tiers = [t for e in engines if (t := e.host_tier_stats()) is not None]
+    if tiers:
+        result["host_tier"] = {"cpu_kv_gib": tiers[0]["cpu_kv_gib"], "blocks": tiers[0]["blocks"],
+                               "eviction": engines[0].cpu_eviction,
+                               **{k: sum(t[k] for t in tiers) for k in tiers[0] if k not in ("cpu_kv_gib", "blocks")}}
     return result

@@ -6,6 +6,7 @@
 writes ``results.json`` (a list of result dicts), ``report.md`` (the live report's table, ratios and plots from
 `continuum_eval.results.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
 policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit rate, preemptions and wall time.
+``--cpu-kv-gib G`` (``--cpu-eviction lru|arc``) gives every engine vLLM's host KV tier (`continuum_eval.sim.run`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from continuum_eval.results.report import write_report
-from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
+from continuum_eval.sim.run import DEFAULT_PROFILE, host_tier_line, simulate_result
+from continuum_eval.verb_args import add_host_tier_flags
 from continuum_workloads import load_programs
 
 from continuum.policy.flags import add_policy_flags, overrides_from_args
@@ -76,19 +78,22 @@ def write_sim_report(results: Sequence[dict[str, Any]], out_dir: Path, title: st
 
 
 def _one(job: tuple) -> dict[str, Any]:
-    programs, pol, profile, jps, seed, progress, overrides = job
+    programs, pol, profile, jps, seed, progress, overrides, tier = job
     t0 = time.perf_counter()
-    r = simulate_result(programs, pol, profile, jps, seed, progress=progress, policy_overrides=overrides)
+    r = simulate_result(programs, pol, profile, jps, seed, progress=progress, policy_overrides=overrides, **tier)
     print(f"[sweep] {pol} jps={jps:g}: mean JCT {r['jct_s']['mean']:.1f} s, p95 {r['jct_s']['p95']:.1f} s, "
-          f"slowdown {r['slowdown']['mean']:.2f}, hits {100 * r['prefix_hit_rate']:.1f}%, "
+          f"slowdown {r['slowdown']['mean']:.2f}, hits {100 * r['prefix_hit_rate']:.1f}%{host_tier_line(r)}, "
           f"{time.perf_counter() - t0:.0f} s wall", file=sys.stderr, flush=True)
     return r
 
 
 def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profile: str, seed: int,
-          progress: bool = True, overrides: dict | None = None, jobs: int = 1) -> list[dict[str, Any]]:
-    """Every policy at every rate; ``jobs`` > 1 runs that many simulations at once (separate processes)."""
-    work = [(programs, pol, profile, jps, seed, progress and jobs == 1, overrides or {})
+          progress: bool = True, overrides: dict | None = None, jobs: int = 1, cpu_kv_gib: float | None = None,
+          cpu_eviction: str = "lru") -> list[dict[str, Any]]:
+    """Every policy at every rate; ``jobs`` > 1 runs that many simulations at once (separate processes).
+    ``cpu_kv_gib``: every engine with vLLM's host KV tier of that size."""
+    tier = {"cpu_kv_gib": cpu_kv_gib, "cpu_eviction": cpu_eviction}
+    work = [(programs, pol, profile, jps, seed, progress and jobs == 1, overrides or {}, tier)
             for jps in rates for pol in policies]
     if jobs <= 1:
         return [_one(w) for w in work]
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-plots", dest="plots", action="store_false")
     p.add_argument("--jobs", type=int, default=1, help="simulations run at once (default 1)")
+    add_host_tier_flags(p)
     add_policy_flags(p)
     a = p.parse_args(argv)
     overrides = overrides_from_args(a)
@@ -118,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         p.error(f"--policies: {exc}")
     t0 = time.perf_counter()
-    results = sweep(programs, pols, rates, a.profile, a.seed, a.progress, overrides, a.jobs)
+    results = sweep(programs, pols, rates, a.profile, a.seed, a.progress, overrides, a.jobs, a.cpu_kv_gib,
+                    a.cpu_eviction)
     wall = time.perf_counter() - t0
     notes = [f"simulated: {len(programs)} programs of {a.trace}, profile {a.profile}, seed {a.seed}; "
-             f"{len(results)} runs in {wall:.0f} s of wall time on this machine"]
+             f"{len(results)} runs in {wall:.0f} s of wall time on this machine"
+             + (f"; host KV tier {a.cpu_kv_gib:g} GiB per engine ({a.cpu_eviction})" if a.cpu_kv_gib else "")]
     report = write_sim_report(results, Path(a.out), f"Simulator: {a.profile}", notes, a.plots)
     print(sim_table(results))
     print(f"report: {report}")

@@ -11,6 +11,13 @@ can run one engine, replicas on their own clocks, or ranks in lockstep with the 
    output id) goes to ``scheduler.update_from_output()``, which appends tokens, caches full blocks, finishes
    requests and frees (or, for Continuum, pins) their blocks. It returns the turns that finished.
 
+With a host KV tier (``cpu_kv_gib``: vLLM's ``--kv-offloading-size``) the scheduler carries vLLM's
+OffloadingConnector, and `continuum_eval.sim.engine.transfers` stands in for its worker: ``plan`` stalls the step
+for stores vLLM asks to flush, ``apply`` starts the step's copies at its end and hands vLLM the copies done by
+then. A step that schedules nothing still reports the copies done, and when that lets a request go on (its load
+is done) the engine schedules again at once, as vLLM's busy loop does; `has_work` and `next_transfer_s` tell the
+event loop that an engine with copies in flight is not idle and when it next has something to do.
+
 Everything that reads a clock in the scheduler reads the virtual one (``scheduler.clock``; requests'
 ``arrival_time``). Client-side latency (``client_overhead_s``, from a fitted profile; 0 for GPU profiles): each
 turn reaches the engine half of it after the agent sends it, and the agent sees the end of the turn half of it
@@ -28,6 +35,7 @@ from continuum_eval.sim.cost.costmodel import StepBatch
 from continuum_eval.sim.cost.profiles import Profile
 from continuum_eval.sim.engine.clock import VirtualClock
 from continuum_eval.sim.engine.entities import Pending, SimProgram
+from continuum_eval.sim.engine.transfers import HostLink, TransferWorker
 from continuum_eval.sim.engine.vllm_offline import build_scheduler
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
 from vllm.v1.request import RequestStatus
@@ -40,10 +48,12 @@ from continuum.sched.scheduler import scheduler_for
 os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
 
 
-def build_engine_scheduler(policy: str, profile: Profile, clock: VirtualClock, **overrides: Any) -> Any:
+def build_engine_scheduler(policy: str, profile: Profile, clock: VirtualClock, *, tier: dict | None = None,
+                           **overrides: Any) -> Any:
     """The scheduler `continuum serve --policy POLICY` would load, over the profile's KV pool. ``overrides``:
     component settings (`continuum.policy.presets.resolve`); a Continuum policy's TTL rule gets the profile's reload
-    cost unless they say otherwise; vLLM's own scheduler takes none."""
+    cost unless they say otherwise; vLLM's own scheduler takes none. ``tier``: a host KV tier's settings
+    (``cpu_kv_gib``, ``cpu_eviction``, ``block_bytes``: `continuum_eval.sim.engine.vllm_offline.build_scheduler`)."""
     if is_vllm(policy):
         overrides = {}
     else:
@@ -51,7 +61,7 @@ def build_engine_scheduler(policy: str, profile: Profile, clock: VirtualClock, *
     cls, ctor = scheduler_for(policy, **overrides)
     sched = build_scheduler(cls, num_blocks=profile.num_blocks, block_size=profile.block_size, model="tiny",
                             max_model_len=profile.max_model_len, max_num_seqs=profile.max_num_seqs,
-                            max_num_batched_tokens=profile.max_num_batched_tokens, **ctor)
+                            max_num_batched_tokens=profile.max_num_batched_tokens, **(tier or {}), **ctor)
     if hasattr(sched, "clock"):
         sched.clock = clock
     return sched
@@ -90,11 +100,19 @@ class EngineCore:
     """One engine under ``policy`` on ``profile``, on ``clock`` (which only the event loop moves)."""
 
     def __init__(self, policy: str, profile: Profile, clock: VirtualClock, *,
-                 policy_overrides: dict | None = None) -> None:
+                 policy_overrides: dict | None = None, cpu_kv_gib: float | None = None,
+                 cpu_eviction: str = "lru") -> None:
         self.profile = profile
         self.policy = policy
         self.clock = clock
-        self.sched = build_engine_scheduler(policy, profile, clock, **(policy_overrides or {}))
+        self.cpu_kv_gib, self.cpu_eviction = cpu_kv_gib, cpu_eviction
+        self.transfers: TransferWorker | None = None
+        tier = None
+        if cpu_kv_gib is not None:
+            link = HostLink.of(profile)
+            tier = {"cpu_kv_gib": cpu_kv_gib, "cpu_eviction": cpu_eviction, "block_bytes": link.block_bytes}
+            self.transfers = TransferWorker(link, profile.block_size)
+        self.sched = build_engine_scheduler(policy, profile, clock, tier=tier, **(policy_overrides or {}))
         self.overhead = float(profile.extra.get("client_overhead_s", 0.0))
         self.stats = EngineStats()
         self.pending: dict[str, Pending] = {}
@@ -117,6 +135,14 @@ class EngineCore:
         t1 = perf()
         stats.sched_wall_s.append(t1 - t0)
         nst = out.num_scheduled_tokens
+        while not nst and self.transfers is not None:
+            if not self.idle_step(out):
+                return None
+            t0 = perf()
+            out = sched.schedule()
+            t1 = perf()
+            stats.sched_wall_s.append(t1 - t0)
+            nst = out.num_scheduled_tokens
         if not nst:
             sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
             stats.empty_steps += 1
@@ -139,7 +165,31 @@ class EngineCore:
             else:
                 step.sampled.append([])
         step.dt = self.profile.step_time(step.batch)
+        if self.transfers is not None:  # the forward pass waits for the stores vLLM flushes
+            step.dt += self.transfers.begin_step(out.kv_connector_metadata, self.clock.now)
         return step
+
+    def idle_step(self, out: Any) -> bool:
+        """A step that scheduled nothing, with a host tier: its copies start now (loads after any flushed
+        store), and vLLM gets the copies done by now. True if any were (the next ``schedule()`` may go on)."""
+        now = self.clock.now
+        meta = out.kv_connector_metadata
+        stall = self.transfers.begin_step(meta, now)
+        done = self.transfers.end_step(meta, now, start=now + stall)
+        # A fresh output: vLLM's shared EMPTY_MODEL_RUNNER_OUTPUT must not carry the connector's output.
+        self.sched.update_from_output(out, ModelRunnerOutput(req_ids=[], req_id_to_index={},
+                                                             kv_connector_output=done))
+        self.stats.empty_steps += 1
+        return done is not None
+
+    def has_work(self) -> bool:
+        """Turns in flight, or (with a host tier) anything vLLM's engine would keep stepping for: finished
+        requests whose stores are not built yet, copies in flight."""
+        return bool(self.pending) or (self.transfers is not None and self.sched.has_requests())
+
+    def next_transfer_s(self) -> float | None:
+        """When the next copy in flight is done (None: none, or no host tier)."""
+        return self.transfers.next_done() if self.transfers is not None else None
 
     def apply(self, step: PlannedStep) -> list[Pending]:
         """The step's output, once the clock has advanced past it: tokens appended; returns the turns it
@@ -151,8 +201,9 @@ class EngineCore:
         stats.busy_s += step.dt
         stats.preemptions += len(step.out.preempted_req_ids)
         ids = step.req_ids
+        xfer = self.transfers.end_step(step.out.kv_connector_metadata, clock.now) if self.transfers else None
         mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
-                                sampled_token_ids=step.sampled)
+                                sampled_token_ids=step.sampled, kv_connector_output=xfer)
         sched.update_from_output(step.out, mro)
         stats.cost_wall_s += t2 - step.t_sched
         stats.update_wall_s += time.perf_counter() - t2
@@ -187,6 +238,15 @@ class EngineCore:
     def pin_counters(self) -> dict[str, int] | None:
         pins = getattr(self.sched, "pins", None)
         return pins.table.counters if pins is not None else None
+
+    def host_tier_stats(self) -> dict[str, Any] | None:
+        """The host tier's size and PCIe traffic; None without one."""
+        if self.transfers is None:
+            return None
+        # vLLM internals: the connector's scheduler half (OffloadingConnector.connector_scheduler), its CPU
+        # manager, and the manager's chunk count (CPUOffloadingManager._num_chunks), as vLLM sized the CPU pool.
+        manager = self.sched.connector.connector_scheduler.manager
+        return {"cpu_kv_gib": self.cpu_kv_gib, "blocks": manager._num_chunks, **self.transfers.stats()}
 
     def blocks_in_use(self) -> int:
         pool = self.sched.kv_cache_manager.block_pool

@@ -23,6 +23,10 @@ expiry) can change: its clock moves to the next arrival (with several groups, at
 second; after ``stall_limit_s`` of that with nothing left to arrive, its turns are aborted and their programs
 fail.
 
+With a host KV tier (``cpu_kv_gib``) an engine also has work while its KV copies are in flight
+(`continuum_eval.sim.engine.core.EngineCore.has_work`, as vLLM's engine keeps stepping for them): when it can
+schedule nothing, its clock moves to the next copy's end or the next arrival, whichever is first.
+
 JCT and TTFT are measured on the agent's side, like the live replay (``client_overhead_s``: see the core).
 """
 
@@ -53,7 +57,7 @@ class ClockGroup:
     stalled_since: float | None = None  # virtual time since which nothing could be scheduled
 
     def busy(self) -> bool:
-        return any(e.pending for e in self.engines)
+        return any(e.has_work() for e in self.engines)
 
 
 class EventLoop:
@@ -62,15 +66,16 @@ class EventLoop:
 
     def __init__(self, programs: Sequence[Program], policy: str, profile: Profile, *, engines: int = 1,
                  router: str = "session", lockstep: bool = False, seed: int = 0, progress: bool = False,
-                 policy_overrides: dict | None = None, stall_limit_s: float = 3600.0) -> None:
+                 policy_overrides: dict | None = None, stall_limit_s: float = 3600.0,
+                 cpu_kv_gib: float | None = None, cpu_eviction: str = "lru") -> None:
         if any(p.arrival_s is None for p in programs):
             raise ValueError("every program needs arrival_s (assign arrivals first)")
         self.policy, self.profile, self.stall_limit_s, self.progress = policy, profile, stall_limit_s, progress
         self.progs = [SimProgram(i, p, seed, profile.max_model_len, profile.block_size)
                       for i, p in enumerate(programs)]
         shared = VirtualClock() if lockstep else None
-        self.engines = [EngineCore(policy, profile, shared or VirtualClock(), policy_overrides=policy_overrides)
-                        for _ in range(engines)]
+        self.engines = [EngineCore(policy, profile, shared or VirtualClock(), policy_overrides=policy_overrides,
+                                   cpu_kv_gib=cpu_kv_gib, cpu_eviction=cpu_eviction) for _ in range(engines)]
         self.groups = [ClockGroup(self.engines, shared)] if shared else \
             [ClockGroup([e], e.clock) for e in self.engines]
         self.group_of = {id(e): g for g in self.groups for e in g.engines}
@@ -109,7 +114,7 @@ class EventLoop:
                             unit="prog", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         try:
             events = self.events
-            while events or any(e.pending for e in self.engines):
+            while events or any(g.busy() for g in self.groups):
                 busy = [g for g in self.groups if g.busy()]
                 first = min(busy, key=lambda g: g.clock.now) if busy else None
                 if events and (first is None or events[0][0] <= first.clock.now):
@@ -133,7 +138,7 @@ class EventLoop:
 
     def step(self, group: ClockGroup) -> None:
         """One step of every busy engine of ``group``; it lasts as long as the slowest engine's batch."""
-        busy = [e for e in group.engines if e.pending]
+        busy = [e for e in group.engines if e.has_work()]
         if self.board is not None:
             self.board.snapshot()
         plans = [(e, e.plan()) for e in busy]
@@ -152,6 +157,13 @@ class EventLoop:
 
     def stalled(self, group: ClockGroup, busy: list[EngineCore]) -> None:
         clock = group.clock
+        wake = min((t for e in busy if (t := e.next_transfer_s()) is not None), default=None)
+        if wake is not None:  # copies in flight: something happens when the next is done, if nothing earlier
+            group.stalled_since = None
+            if self.events:
+                wake = min(wake, max(self.events[0][0], clock.now + self.stall_skip_s))
+            clock.jump_to(wake)
+            return
         if group.stalled_since is None:
             group.stalled_since = clock.now
         if self.events:
@@ -190,9 +202,10 @@ class Engine(EventLoop):
     """The event loop with one engine; its scheduler, clock and counters at hand."""
 
     def __init__(self, programs: Sequence[Program], policy: str, profile: Profile, *, seed: int = 0,
-                 progress: bool = False, policy_overrides: dict | None = None, stall_limit_s: float = 3600.0) -> None:
+                 progress: bool = False, policy_overrides: dict | None = None, stall_limit_s: float = 3600.0,
+                 cpu_kv_gib: float | None = None, cpu_eviction: str = "lru") -> None:
         super().__init__(programs, policy, profile, seed=seed, progress=progress, policy_overrides=policy_overrides,
-                         stall_limit_s=stall_limit_s)
+                         stall_limit_s=stall_limit_s, cpu_kv_gib=cpu_kv_gib, cpu_eviction=cpu_eviction)
         self.core = self.engines[0]
 
     @property
