@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from continuum_eval.agents_bench.cli import add_agent_arguments
-from continuum_eval.verb_args import policies_and_overrides, trace_programs
+from continuum_eval.verb_args import add_host_tier_flags, policies_and_overrides, trace_programs
 
 from continuum.policy.flags import add_policy_flags
 from continuum.serve import verbs
@@ -149,6 +149,7 @@ class BenchVerb:
         b.add_argument("--router-config", default=None,
                        help="live --router program: JSON for vllm-router's --program-scheduling-config-json")
         b.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+        add_host_tier_flags(b)
         add_policy_flags(b)
         add_agent_arguments(b)
         return b
@@ -181,7 +182,7 @@ class BenchVerb:
                 restart_each_run=args.restart_each_run, profile=args.profile, progress=args.progress,
                 plots=args.plots, trace=str(args.trace),
                 routers=[r.strip() for r in args.router.split(",") if r.strip()], replicas=args.replicas,
-                router_config=args.router_config)
+                router_config=args.router_config, cpu_kv_gib=args.cpu_kv_gib, cpu_eviction=args.cpu_eviction)
             run_bench(programs, cfg)
         except BenchError as exc:
             raise VerbError(str(exc)) from None

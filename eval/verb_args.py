@@ -1,5 +1,6 @@
 """What the eval verbs (`continuum replay`, `bench`, `sim`) read from their flags, checked once for all: the
-trace's programs, the policies and the simulator's host KV tier. Bad input is a `VerbError` naming the flag (exit status 2)."""
+trace's programs, the policies and the simulator's host KV tier. Bad input is a `VerbError` naming the flag (exit
+status 2)."""
 
 from __future__ import annotations
 

@@ -171,3 +171,60 @@ def test_a_pin_kept_until_return_reads_as_json():
     state = ctl.handle({"op": "session", "id": "A"})["session"]
     assert state["pinned_blocks"] > 0 and state["pinned_until_return"] and state["ttl_s"] is None
     json.dumps(ctl.handle({"op": "stats"}), allow_nan=False)  # what the HTTP layer reads: no Infinity anywhere
+
+
+# -- the cap and the compute-aware door -------------------------------------------------------------------------
+def test_the_cap_admits_at_most_n_programs_in_the_door_order():
+    s = make(num_blocks=2000, policy="vllm-cap", knobs={"cap.programs": 3})
+    for i in range(5):
+        add(s, f"p{i}", 1000 * (i + 1), 64, 4, f"P{i}", is_last_step=True)
+        s.clock.now += 0.01
+    assert [p.program_id for p in s.programs.all() if p.admitted] == ["P0", "P1", "P2"]
+    while s.has_requests():
+        run_step(s)
+        s.clock.now += 0.01
+        assert len(s.admission.active) <= 3
+    assert all(p.ended for p in s.programs.all()) and s.admission.state()["admitted"] == 5
+
+
+def stepped(s, seconds) -> None:
+    """One step; the clock then moves by ``seconds(out)``, as long as the engine took for the batch."""
+    out, _ = run_step(s)
+    s.clock.now += seconds(out)
+
+
+def busy_engine(seconds) -> object:
+    """Eight programs decoding long answers, arriving a few steps apart (batches of 1 to 8 requests, prefills
+    among decodes), with each step lasting ``seconds(out)``; then a ninth program arrives."""
+    s = make(num_blocks=2000, policy="continuum", admission="compute")
+    for i in range(8):
+        add(s, f"p{i}", 1000 * (i + 1), 64 + 32 * i, 400, f"P{i}")
+        for _ in range(4):
+            stepped(s, seconds)
+    for _ in range(40):
+        stepped(s, seconds)
+    add(s, "n", 50_000, 64, 8, "N")
+    return s
+
+
+def test_the_compute_door_holds_a_new_program_while_step_time_grows_with_the_batch():
+    s = busy_engine(lambda out: 0.002 * len(out.num_scheduled_tokens))  # no fixed cost: every request slows all
+    state = s.admission.state()
+    assert state["mode"] == "compute" and state["step_per_request_ms"] > 1.5 and state["limit_programs"] < 8
+    assert not s.programs.get("N").admitted
+    out, _ = run_step(s)
+    assert "n" not in out.num_scheduled_tokens
+
+
+def test_the_compute_door_admits_while_a_step_costs_the_same_whatever_its_batch():
+    s = busy_engine(lambda out: 0.010)  # the fixed cost dominates: more requests are free throughput
+    assert s.admission.state()["limit_programs"] is None or s.admission.state()["limit_programs"] > 9
+    assert s.programs.get("N").admitted
+
+
+def test_memory_still_limits_the_compute_door():
+    s = make(num_blocks=41, admission="compute")  # 40 usable blocks of 32 tokens
+    add(s, "a1", 1000, 640, 8, "A")  # 21 blocks with its output
+    add(s, "b1", 5000, 640, 8, "B")  # would need 21 more: 42 > 40
+    assert s.admission.limit() == float("inf")  # no step measured yet: memory alone limits
+    assert s.programs.get("A").admitted and not s.programs.get("B").admitted

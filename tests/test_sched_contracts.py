@@ -22,7 +22,7 @@ from continuum.sched.scheduler import ContinuumScheduler, scheduler_for
 from continuum.sched.view import Priority, SchedulerView, Urgency
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPONENTS = ("admission", "balance", "classes", "ordering", "phases", "preemption", "priority", "turns")
+COMPONENTS = ("admission", "compute_admission", "balance", "classes", "ordering", "phases", "preemption", "priority", "turns")
 VIEW_MEMBERS = {n for n in vars(SchedulerView) if not n.startswith("_")} | set(SchedulerView.__annotations__)
 
 

@@ -62,3 +62,32 @@ def test_several_policies_write_a_list(trace, tmp_path):
                  "--no-progress", "--limit", "2"]) == 0
     rs = json.loads(out.read_text())
     assert [(r["policy"], r["jps"]) for r in rs] == [("vllm", 1.0), ("vllm", 2.0), ("plas", 1.0), ("plas", 2.0)]
+
+
+def test_cpu_kv_gib_adds_vllms_host_tier_and_its_traffic(trace, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["sim", "--trace", str(trace), "--policy", "vllm", "--jps", "1", "--out", str(out), "--no-progress",
+                 "--num-blocks", "100", "--cpu-kv-gib", "0.5", "--cpu-eviction", "arc"]) == 0
+    r = json.loads(out.read_text())
+    tier = r["host_tier"]
+    assert tier["cpu_kv_gib"] == 0.5 and tier["eviction"] == "arc" and tier["blocks"] == 256  # 2 MiB blocks
+    assert tier["stored_bytes"] > 0 and tier["stored_bytes"] % (16 * 131072) == 0
+    for key in ("loaded_bytes", "store_busy_s", "load_busy_s", "loads", "cpu_hit_tokens"):
+        assert key in tier
+    assert r["completed"] == 4
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--cpu-kv-gib", "0"], "--cpu-kv-gib"),
+    (["--cpu-kv-gib", "1", "--cpu-eviction", "fifo"], "--cpu-eviction"),
+])
+def test_bad_host_tier_exits_2(trace, tmp_path, argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse's own error: usage and exit status 2
+        main(["sim", "--trace", str(trace), "--out", str(tmp_path / "r.json"), "--no-progress", *argv])
+    assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_host_tier_needs_a_gpu_profile(trace, tmp_path, capsys):
+    code = main(["sim", "--trace", str(trace), "--out", str(tmp_path / "r.json"), "--no-progress",
+                 "--jps", "1", "--profile", "eval/sim/fitted/cpu.json", "--cpu-kv-gib", "1"])
+    assert code == 2 and "host link" in capsys.readouterr().err

@@ -9,7 +9,8 @@ A policy is one component of each kind, which the scheduler consults at vLLM's s
   MLFQ fork's features);
 - **classes**: latency-sensitive vs best-effort requests (`continuum.sched.classes`; QLLM);
 - **phase**: which terms are active, switched by load (`continuum.sched.phases`);
-- **admission**: when a new program may start (`continuum.sched.admission`);
+- **admission**: when a new program may start (`continuum.sched.admission`; the compute-aware door in
+  `continuum.sched.compute_admission`);
 - **work**: where a program's predicted remaining work comes from (`kvttl.program_work`), which admission and
   the ``srpt`` ordering use;
 - **balance**: whether data-parallel ranks in lockstep hold new admissions together (`continuum.sched.balance`).
@@ -119,9 +120,6 @@ _COMPONENTS = [
     _c("admission", "compute", "`memory`'s door with a second limit: programs in service stop where one more adds "
                                "less throughput than it costs the others, from step times measured online "
                                "(continuum.sched.step_model)",
-       marginal=(0.5, "admit while one more program raises the turn rate by at least this fraction of the rate "
-                      "per program (d ln X / d ln N); 0.5 maximises throughput over time in service (Kleinrock's "
-                      "power)"),
        half_life_s=(60.0, "half-life, in clock seconds, of the step-time fit and the per-turn statistics: many "
                           "turns long, short enough to follow the context mix as programs grow")),
     _c("work", "model", "predicted from the program's turns so far and completed programs' statistics"),

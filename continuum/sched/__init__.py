@@ -4,7 +4,8 @@
 component that sees the scheduler only through the read-only `view.SchedulerView` (which `answers` implements)
 and acts through callbacks the scheduler hands it: `programs` (sessions), `turns` (what a turn's arrival and
 finish teach, and retention: how long a finished turn's KV stays pinned), `pins` (pinned KV over vLLM's block
-pool), `admission` (the door), `ordering` (the waiting queue), `priority` (terms summed into a level), `classes`
-(LS/BE), `phases` (adaptive terms), `preemption` (room for urgent work), `balance` and `rank_board`
-(data-parallel ranks in lockstep). `report` builds the session state and stats the control channel sends.
+pool), `admission` (the door; `compute_admission` adds a throughput limit learnt by `step_model`), `ordering` (the
+waiting queue), `priority` (terms summed into a level), `classes` (LS/BE), `phases` (adaptive terms), `preemption`
+(room for urgent work), `balance` and `rank_board` (data-parallel ranks in lockstep). `report` builds the session
+state and stats the control channel sends.
 """

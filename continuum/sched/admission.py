@@ -16,6 +16,11 @@ so the aging that moves it forward is enough to bound every wait. With no progra
 whatever its size, so a program larger than the pool still runs (alone). Requests without a program are never
 held.
 
+``cap``: the same door, limited to ``cap.programs`` programs in service instead of memory: for sweeps of fixed
+limits. A door weighs limits as tuples: `MemoryAdmission.room` (what the admitted programs leave of each) against
+`MemoryAdmission.need` (what one more takes), so a door with several limits (`continuum.sched.compute_admission`)
+only names them.
+
 Admission reads the scheduler through `continuum.sched.view.SchedulerView`; when it may have moved a program
 through the door, ``step`` says so and the scheduler re-sorts its waiting queue.
 """

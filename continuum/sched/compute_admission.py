@@ -3,8 +3,10 @@
 The ``memory`` door admits programs until their working sets fill the KV pool. On a GPU that is already
 saturated, more programs in service add little throughput and slow every program in service: each turn waits
 for steps that every other program's tokens lengthen. This door adds a second limit, the number of programs in
-service past which one more adds less throughput than it costs the others, measured online
-(`continuum.sched.step_model`): from the time between consecutive ``schedule()`` calls on the scheduler's clock
+service N that minimises the mean time the programs waiting at the door take, (Q/2 + N) / X(N) with X the turn
+rate: one more is admitted while the throughput it adds, relative to the average per program, is at least
+N / (N + Q/2); and never fewer than keep up with the arrivals (`continuum.sched.step_model`). X is measured online
+from the time between consecutive ``schedule()`` calls on the scheduler's clock
 (virtual under simulation, the wall clock live) against the tokens and requests of each step, the request-steps a
 turn takes, and the time programs spend in tool calls between turns.
 
@@ -32,16 +34,24 @@ from continuum.sched.view import SchedulerView
 class ComputeAdmission(MemoryAdmission):
     def __init__(self, cfg: ContinuumConfig, view: SchedulerView, classes: Classes) -> None:
         super().__init__(cfg, view, classes)
-        self.marginal = cfg.knob("compute.marginal")
         self.model = StepModel(cfg.knob("compute.half_life_s"))
         self.knee: Knee | None = None
         self.last: tuple[float, int, int, int] | None = None  # (clock, tokens, requests, new) of the last step
         self.engine_was_idle = True  # nothing ran when this step began: the gap since the last one was idle time
 
     def arrive(self, request: Request, prog: Program) -> None:
-        if prog.turns > 1 and prog.last_finish is not None:
-            self.model.observe_outside(self.view.clock(), self.view.clock() - prog.last_finish)
+        now = self.view.clock()
+        if prog.turns == 1:
+            self.model.observe_arrival(now)
+            self.refresh(queue=len(self.door) + 1)  # the limit it is weighed against counts it at the door
+        elif prog.last_finish is not None:
+            self.model.observe_outside(now, now - prog.last_finish)
         super().arrive(request, prog)
+
+    def end(self, prog: Program) -> None:
+        if prog.program_id in self.active:
+            self.model.observe_end(self.view.clock(), prog.finished_turns)
+        super().end(prog)
 
     def step(self) -> bool:
         self.engine_was_idle = not self.view.running_requests()
@@ -53,11 +63,16 @@ class ComputeAdmission(MemoryAdmission):
         last = self.last
         if last is not None and last[1] > 0 and not self.engine_was_idle and now > last[0]:
             self.model.observe_step(now, now - last[0], last[1], last[2], last[3])
-            before = math.floor(self.limit())
-            self.knee = self.model.knee(self.marginal)
-            if math.floor(self.limit()) > before:
-                self.pending = True  # the limit rose: the door may open
+            self.refresh()
         self.last = (now, tokens, seqs, new_seqs)
+
+    def refresh(self, queue: int | None = None) -> None:
+        """Recompute the limit for the programs at the door (``queue``, by default those there now); when it
+        rose past the programs in service, the door looks again."""
+        before = self.limit()
+        self.knee = self.model.knee(len(self.door) if queue is None else queue)
+        if self.limit() > before and self.limit() >= len(self.active) + 1:
+            self.pending = True
 
     def limit(self) -> float:
         """Programs in service at most (infinite until the fit is known); at least one."""
@@ -74,9 +89,10 @@ class ComputeAdmission(MemoryAdmission):
         fit = {} if k is None else {
             "step_fixed_ms": 1e3 * k.fixed_s, "step_per_request_ms": 1e3 * k.per_request_s,
             "saturating_batch": finite(k.batch), "request_steps_per_turn": k.request_steps_per_turn,
-            "outside_s_per_turn": k.outside_s, "engine_fraction": k.engine_fraction}
+            "outside_s_per_turn": k.outside_s, "engine_fraction": k.engine_fraction,
+            "demand_turns_s": k.demand_turns_s, "max_turns_s": finite(k.max_turns_s)}
         return {**super().state(), "mode": "compute", "limit_programs": finite(self.limit()),
-                "marginal": self.marginal, "step_samples": self.model.samples, **fit}
+                "step_samples": self.model.samples, **fit}
 
 
 def finite(x: float) -> float | None:

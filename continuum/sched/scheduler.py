@@ -9,8 +9,8 @@ overrides vLLM's seams and never copies ``schedule()``:
 - ``add_request``: the program's turn arrives (class, what `continuum.sched.turns` learns, priority for
   preemption);
 - ``schedule``: expire pins, end idle programs, admit programs, order the waiting queue, make room for urgent
-  work, hold admissions for balance, then vLLM's own step; afterwards release the pins of admitted turns and
-  count the service each request received;
+  work, hold admissions for balance, then vLLM's own step; afterwards release the pins of admitted turns, count
+  the service each request received and tell admission the step's size (compute-aware admission times steps);
 - ``kv_cache_manager.allocate_slots`` (wrapped): when an allocation fails, pins give way before vLLM preempts
   or stalls;
 - ``_free_request``: forget the request's per-request state; when its program's turn is over, learn from it

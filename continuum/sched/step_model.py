@@ -18,16 +18,24 @@ before the next turn arrives. With ``n`` requests in the batch:
     turn rate     X(n) = n / L(n)                  (turns finished per second)
     in service    N(n) = n + T X(n)                (Little: programs in the engine plus those in tool calls)
 
-X(N) grows with the programs in service, ever more slowly. One more program is worth admitting while it raises
-the turn rate by at least ``marginal`` of the rate per program, d ln X / d ln N >= marginal. At 1/2 (the default)
-this is the maximum of Kleinrock's power X / (N / X), throughput over time in service: the relative throughput
-gain of one more program equals the relative slowdown it brings to every program in service, and past it each
-program admitted slows the others by more than it adds. Solving d ln X / d ln N = m for n (a quadratic):
+X(N) grows with the programs in service, ever more slowly, and each program admitted slows every program in
+service. Which N is best depends on who waits: a program at the door in position j is admitted when j programs
+have ended (at rate X per turn, whatever the order) and then spends N / X in service (Little), so the programs
+waiting at the door (Q of them, in position Q/2 on average) are done on average after
 
-    m K beta^2 n^2 + (2m - 1) a K beta n - (1 - m) a (K a + T) = 0,   at m = 1/2:  n* = (a / beta) sqrt(1 + T/(K a))
+    R(N) = (Q/2 + N) / X(N)                        (in turns, times turns per program: the same minimum)
 
-and the limit is N(n*). With T = 0 it is the engine's own knee, n* = a / beta, where a step's variable cost equals
-its fixed cost; tool calls raise it, since a program in a tool call costs the engine nothing.
+Minimising it: dR/dN = 0 where d ln X / d ln N = N / (N + Q/2). One more program is admitted while the throughput
+it adds, relative to the average per program, is at least N / (N + Q/2): with a long queue at the door nearly any
+gain in throughput is worth it, with a short one only an engine far from saturated is. (At Q = 2N this is the
+maximum of Kleinrock's power, X over time in service.) The elasticity of X(N) at batch n, with u = a + beta n:
+
+    d ln X / d ln N = (a/u) / (a/u + K beta n / (K u + T))
+
+which falls from 1 (idle engine) towards 0 (saturated); N / (N + Q/2) rises with n, so the crossing is unique
+(found by bisection). The limit never holds back what arrives: programs arrive at rate lambda and each takes P
+turns, and the door's queue only drains while X(N) > lambda P, so the limit is at least the N where
+X = lambda P (infinite when even a saturated engine cannot keep up: then memory alone limits).
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ class Knee:
     request_steps_per_turn: float  # K
     outside_s: float  # T
     engine_fraction: float  # L / (L + T) at the limit: the share of a program's time it spends in the engine
+    demand_turns_s: float  # lambda P, the turn rate arrivals ask for (0 while unknown)
+    max_turns_s: float  # 1 / (K beta), the turn rate of a saturated engine
 
 
 class StepModel:
@@ -63,8 +73,12 @@ class StepModel:
         self.new_requests = 0.0
         self.outside_sum = 0.0
         self.outside_n = 0.0
+        self.arrivals = 0.0  # new programs, decayed; over the decayed time since the first sample: their rate
+        self.ended_turns = 0.0
+        self.ended = 0.0
         self.samples = 0
         self.last_t: float | None = None
+        self.first_t: float | None = None  # the first sample: the weights of a young model span less time
 
     def _decay(self, now: float) -> None:
         if self.last_t is not None and now > self.last_t:
@@ -76,7 +90,11 @@ class StepModel:
             self.new_requests *= f
             self.outside_sum *= f
             self.outside_n *= f
+            self.arrivals *= f
+            self.ended_turns *= f
+            self.ended *= f
         self.last_t = now if self.last_t is None else max(self.last_t, now)
+        self.first_t = now if self.first_t is None else self.first_t
 
     def observe_step(self, now: float, seconds: float, tokens: int, requests: int, new_requests: int) -> None:
         """A step of ``requests`` requests (``new_requests`` of them new turns) and ``tokens`` tokens lasted
@@ -103,8 +121,27 @@ class StepModel:
         a, b_req, b_tok = np.linalg.solve(self.xx, self.xy)
         return float(a), float(b_req), float(b_tok)
 
-    def knee(self, marginal: float) -> Knee | None:
-        """The program limit for ``marginal`` (see the module), or None while there is too little to go on."""
+    def observe_arrival(self, now: float) -> None:
+        """A new program arrived."""
+        self._decay(now)
+        self.arrivals += 1
+
+    def observe_end(self, now: float, turns: int) -> None:
+        """A program ended after ``turns`` turns."""
+        self._decay(now)
+        self.ended_turns += turns
+        self.ended += 1
+
+    def demand(self) -> float:
+        """Turns per second that arriving programs ask for (lambda P); 0 before a program has ended."""
+        if self.ended <= 0:
+            return 0.0
+        span = self.half_life_s / math.log(2) * (1 - 0.5 ** ((self.last_t - self.first_t) / self.half_life_s))
+        return self.arrivals / span * self.ended_turns / self.ended if span > 0 else 0.0
+
+    def knee(self, queue: float) -> Knee | None:
+        """The program limit with ``queue`` programs waiting at the door (see the module), or None while there is
+        too little to go on."""
         coef = self.fit()
         if coef is None or self.new_requests <= 0 or self.request_steps <= 0:
             return None
@@ -113,19 +150,55 @@ class StepModel:
         beta = b_req + b_tok * self.tokens / self.request_steps
         k = max(1.0, self.request_steps / self.new_requests)
         t = self.outside_sum / self.outside_n if self.outside_n > 0 else 0.0
+        demand = self.demand()
         if beta <= 0:  # no step grows with its batch: nothing to limit
-            return Knee(math.inf, math.inf, a, beta, k, t, 1.0)
-        n = knee_batch(a, beta, k, t, marginal)
+            return Knee(math.inf, math.inf, a, beta, k, t, 1.0, demand, math.inf)
+        n = max(knee_batch(a, beta, k, t, queue), stable_batch(a, beta, k, demand))
+        if math.isinf(n):
+            return Knee(math.inf, math.inf, a, beta, k, t, 1.0, demand, 1 / (k * beta))
         latency = k * (a + beta * n)
-        programs = n + t * n / latency if latency > 0 else n
-        return Knee(programs, n, a, beta, k, t, latency / (latency + t) if latency + t > 0 else 1.0)
+        return Knee(programs_at(a, beta, k, t, n), n, a, beta, k, t,
+                    latency / (latency + t) if latency + t > 0 else 1.0, demand, 1 / (k * beta))
 
 
-def knee_batch(a: float, beta: float, k: float, t: float, marginal: float) -> float:
-    """The batch n where d ln X / d ln N = ``marginal`` for step time a + beta n, K request-steps a turn and T
-    seconds outside the engine per turn (the positive root of the module's quadratic)."""
-    m = min(max(marginal, 1e-6), 1.0)
-    qa = m * k * beta * beta
-    qb = (2 * m - 1) * a * k * beta
-    qc = -(1 - m) * a * (k * a + t)
-    return (-qb + math.sqrt(max(0.0, qb * qb - 4 * qa * qc))) / (2 * qa)
+def programs_at(a: float, beta: float, k: float, t: float, n: float) -> float:
+    """N(n): programs in service when ``n`` requests are in each step."""
+    latency = k * (a + beta * n)
+    return n + t * n / latency if latency > 0 else n
+
+
+def elasticity(a: float, beta: float, k: float, t: float, n: float) -> float:
+    """d ln X / d ln N at batch ``n``: the throughput one more program adds, relative to the average."""
+    u = a + beta * n
+    if u <= 0:
+        return 1.0
+    fixed = a / u
+    return fixed / (fixed + k * beta * n / (k * u + t)) if fixed > 0 else 0.0
+
+
+def knee_batch(a: float, beta: float, k: float, t: float, queue: float) -> float:
+    """The batch n where d ln X / d ln N = N / (N + queue/2), by bisection (the left side falls with n, the
+    right rises)."""
+
+    def gap(n: float) -> float:
+        big_n = programs_at(a, beta, k, t, n)
+        return elasticity(a, beta, k, t, n) - big_n / (big_n + queue / 2)
+
+    if queue <= 0 or gap(0.0) <= 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while gap(hi) > 0 and hi < 1e9:
+        lo, hi = hi, 2 * hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if gap(mid) > 0 else (lo, mid)
+    return lo
+
+
+def stable_batch(a: float, beta: float, k: float, demand: float) -> float:
+    """The batch n whose turn rate X(n) = n / (K (a + beta n)) is ``demand``; infinite past the saturated rate."""
+    if demand <= 0:
+        return 0.0
+    if demand * k * beta >= 1:
+        return math.inf
+    return demand * k * a / (1 - demand * k * beta)

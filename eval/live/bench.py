@@ -43,7 +43,8 @@ def live(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
 
 
 def simulated(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, Any]]:
-    """The same comparison in the simulator (``cfg.profile``)."""
+    """The same comparison in the simulator (``cfg.profile``; ``cfg.cpu_kv_gib``: vLLM's host KV tier on each
+    engine)."""
     from continuum_eval.sim.run import simulate_result  # vLLM (an optional extra): loaded for sim mode only
 
     progs = shape_programs(programs, token_scale=cfg.token_scale, tool_scale=cfg.tool_scale,
@@ -53,7 +54,8 @@ def simulated(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, A
         for jps in cfg.jps:
             try:
                 result = simulate_result(progs, policy=label, profile=cfg.profile, jps=jps, seed=cfg.seed,
-                                         policy_overrides=cfg.overrides, progress=cfg.progress)
+                                         policy_overrides=cfg.overrides, progress=cfg.progress,
+                                         cpu_kv_gib=cfg.cpu_kv_gib, cpu_eviction=cfg.cpu_eviction)
             except (ValueError, KeyError) as exc:  # unknown policy or profile name
                 raise BenchError(f"simulator: {exc}") from None
             results.append(result)
@@ -68,6 +70,9 @@ def run_bench(programs: Sequence[Program], cfg: BenchConfig) -> list[dict[str, A
         raise BenchError("need at least one policy and one rate")
     for p in cfg.policies:
         policy_args(p, cfg)  # fail on a bad name before anything starts
+    if cfg.cpu_kv_gib is not None and cfg.mode != "sim":
+        raise BenchError("--cpu-kv-gib: the simulator's host tier; live servers take "
+                         "--server-args='--kv-offloading-size G'")
     if cfg.routers:
         if cfg.mode != "live":
             raise BenchError("--router: routers are for live runs (the simulator has --replicas/--router)")

@@ -53,6 +53,9 @@ class BenchConfig(ServerSettings):
     vocab: tuple[int, int] = (1000, 30000)
     restart_each_run: bool = False
     profile: str | None = None
+    # sim: vLLM's host KV tier (--kv-offloading-size) of this many GiB on every engine, and its CPU eviction policy
+    cpu_kv_gib: float | None = None
+    cpu_eviction: str = "lru"
     progress: bool = True
     plots: bool = True
     trace: str | None = None

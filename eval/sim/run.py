@@ -19,6 +19,7 @@ from continuum_eval.sim.cost.profiles import Profile, get_profile
 from continuum_eval.sim.engine.core import EngineCore
 from continuum_eval.sim.engine.isolated import isolated_jct
 from continuum_eval.sim.engine.loop import Engine, EventLoop
+from continuum_eval.sim.engine.transfers import HostLink
 from continuum_workloads import Program, assign_arrivals
 from continuum_workloads.transforms import fit_program
 
@@ -67,6 +68,8 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
         raise ValueError(f"cpu_kv_gib must be positive, not {cpu_kv_gib}")
     tier = {"cpu_kv_gib": cpu_kv_gib, "cpu_eviction": cpu_eviction}
     prof = profile if isinstance(profile, Profile) else get_profile(profile or DEFAULT_PROFILE)
+    if cpu_kv_gib is not None:
+        HostLink.of(prof)  # fail early: a fitted profile has no host link to copy KV over
     progs = prepare(programs, prof, jps, seed)
     engines = max(replicas, dp)
     t0 = time.perf_counter()

@@ -30,10 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from continuum_eval.sim.cost.profiles import Profile
-from continuum_eval.sim.cost.specs import GPUSpec
 from vllm.distributed.kv_transfer.kv_connector.v1.offloading.common import OffloadingWorkerMetadata
 from vllm.v1.outputs import KVConnectorOutput
+
+from continuum_eval.sim.cost.profiles import Profile
+from continuum_eval.sim.cost.specs import GPUSpec
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class HostLink:
         return cls(gpu, rank * tp, rank)
 
     def copy_s(self, blocks: int, to_device: bool) -> float:
+        """Seconds one job of ``blocks`` blocks holds its queue: every rank copies its share at once."""
         return self.gpu.host_copy_s(blocks * self.rank_block_bytes, to_device)
 
 

@@ -17,6 +17,7 @@ offloading config divides its size by the block count: kv_connector/v1/offloadin
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -34,6 +35,9 @@ from continuum.serve import models
 
 CPU_EVICTIONS = ("lru", "arc")  # vLLM's registered CPU cache policies (kv_offload/cpu/policies/factory.py:86-91)
 OFFLOADING_CONNECTOR = "OffloadingConnector"
+# The connector's scheduler side warns once per store the CPU tier refuses (every CPU block pinned or still being
+# written): in a simulation of thousands of turns, thousands of lines. Quiet, as a benchmark's log would be.
+OFFLOADING_SCHEDULER_LOGGER = "vllm.distributed.kv_transfer.kv_connector.v1.offloading.scheduler"
 
 
 def vllm_config(model: str = "tiny", block_size: int = 32, max_model_len: int = 8192,
@@ -57,6 +61,7 @@ def vllm_config(model: str = "tiny", block_size: int = 32, max_model_len: int = 
         if kvt is None or kvt.kv_connector != OFFLOADING_CONNECTOR:  # VLLM_USE_SIMPLE_KV_OFFLOAD picks another
             raise ValueError(f"--kv-offloading-size built {kvt and kvt.kv_connector!r}, not {OFFLOADING_CONNECTOR}")
         kvt.kv_connector_extra_config["eviction_policy"] = cpu_eviction  # read at kv_offload/cpu/spec.py:134
+        logging.getLogger(OFFLOADING_SCHEDULER_LOGGER).setLevel(logging.ERROR)
     return cfg
 
 
