@@ -39,8 +39,7 @@ os.environ.setdefault("MSWEA_MODEL_RETRY_STOP_AFTER_ATTEMPT", "2")
 import litellm  # noqa: E402
 from minisweagent.environments.local import LocalEnvironment  # noqa: E402
 from minisweagent.models.litellm_model import LitellmModel  # noqa: E402
-from minisweagent.models.litellm_textbased_model import (LitellmTextbasedModel,  # noqa: E402
-                                                         LitellmTextbasedModelConfig)
+from minisweagent.models.litellm_textbased_model import LitellmTextbasedModel, LitellmTextbasedModelConfig  # noqa: E402
 
 from continuum_agents.protocol import SESSION_HEADER, TurnStats, prompt_digest  # noqa: E402
 from continuum_agents.session import AgentSession, new_session_id  # noqa: E402

@@ -30,8 +30,18 @@ from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 import httpx
 
-from continuum_agents.protocol import (KEEPALIVE_EXPIRY_S, RETRYABLE, SESSION_HEADER, DroppedConnection, SessionBase,
-                             SessionError, ToolCall, TurnStats, check_status, new_session_id)
+from continuum_agents.protocol import (
+    KEEPALIVE_EXPIRY_S,
+    RETRYABLE,
+    SESSION_HEADER,
+    DroppedConnection,
+    SessionBase,
+    SessionError,
+    ToolCall,
+    TurnStats,
+    check_status,
+    new_session_id,
+)
 from continuum_agents.stream import StreamAccumulator, StreamError
 
 __all__ = ["AgentSession", "AsyncAgentSession", "ToolCall", "TurnStats", "SessionError", "new_session_id",

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
-
-from continuum_eval.agents_bench.cli import add_agent_arguments
-from continuum_eval.verb_args import add_host_tier_flags, policies_and_overrides, trace_programs
 
 from continuum.policy.flags import add_policy_flags
 from continuum.serve import verbs
 from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
 from continuum.serve.verbs import VerbError
+from continuum_eval.agents_bench.cli import add_agent_arguments
+from continuum_eval.verb_args import add_host_tier_flags, policies_and_overrides, trace_programs
 
 __all__ = ["ReplayVerb", "BenchVerb", "main"]
+
+log = logging.getLogger(__name__)
 
 
 def _jps_list(text: str) -> list[float]:
@@ -104,8 +106,7 @@ class ReplayVerb:
         print(format_table([result]))
         print(f"result: {out}")
         if result["failed"]:
-            print(f"{result['failed']} of {result['programs']} programs failed; first: {result['errors'][:1]}",
-                  file=sys.stderr)
+            log.warning(f"{result['failed']} of {result['programs']} programs failed; first: {result['errors'][:1]}")
         return 0
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from continuum_workloads import Program, TraceError, load_programs
-
 from continuum.policy.flags import overrides_from_args
 from continuum.policy.presets import parse_policies
 from continuum.policy.registry import ConfigError
 from continuum.serve.argtypes import positive_float
 from continuum.serve.verbs import VerbError
+from continuum_workloads import Program, TraceError, load_programs
 
 __all__ = ["trace_programs", "policies_and_overrides", "add_host_tier_flags"]
 
@@ -43,5 +42,6 @@ def add_host_tier_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("host KV tier of the simulator (vLLM's --kv-offloading-size)")
     g.add_argument("--cpu-kv-gib", type=positive_float, default=None,
                    help="sim: give each engine vLLM's CPU KV tier of G GiB (the OffloadingConnector; default: none)")
-    g.add_argument("--cpu-eviction", choices=("lru", "arc"), default="lru",
-                   help="sim: vLLM's eviction policy for the CPU tier (default lru)")
+    g.add_argument("--cpu-eviction", choices=("lru", "arc", "program"), default="lru",
+                   help="sim: the CPU tier's eviction policy: vLLM's lru or arc, or program (Continuum's: ended "
+                        "programs' KV first, then that of programs predicted to return last; default lru)")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from continuum_eval.sim.engine.loop import Engine
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
-from continuum_eval.sim.run import prepare, simulate_result
-from continuum_workloads import Program, Turn, assign_arrivals
 from vllm.v1.request import RequestStatus
 
 from continuum.control.engine_side import EngineControl
 from continuum.sched.scheduler import scheduler_for
+from continuum_eval.sim.engine.loop import Engine
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
+from continuum_eval.sim.run import prepare, simulate_result
+from continuum_workloads import Program, Turn, assign_arrivals
 from tests.fake_clock import Clock
 from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
 

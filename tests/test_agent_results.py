@@ -9,8 +9,8 @@ import pytest
 
 from continuum_agents import ToolCall, TurnStats
 from continuum_eval.agents_bench.bench import format_agent_table
-from continuum_eval.agents_bench.runs import TaskRun, summarize_runs
 from continuum_eval.agents_bench.determinism import compare_outputs, format_determinism
+from continuum_eval.agents_bench.runs import TaskRun, summarize_runs
 
 
 def turn(i: int, t: float, ids: list[int], prompt: str) -> TurnStats:

@@ -8,7 +8,6 @@ import sys
 import tempfile
 
 import pytest
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 from continuum.cluster.affinity import SessionAffinity, home_of
 from continuum.control.dp import merge_stats, rank_address
@@ -16,6 +15,7 @@ from continuum.policy.presets import describe, resolve
 from continuum.policy.registry import ConfigError
 from continuum.sched.rank_board import LocalBoard, SharedBoard, counts_path
 from continuum.sched.scheduler import scheduler_for
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 BS = 32
 

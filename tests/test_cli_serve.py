@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from continuum.serve import cli, models, server
 from continuum.http.keys import ADMIN_ENV
+from continuum.serve import cli, models, server
 from continuum.tenancy import key_digest
 
 

@@ -20,8 +20,8 @@ import time
 import httpx
 import pytest
 
-from continuum_agents import AgentSession
 from continuum.cluster.router import router_available
+from continuum_agents import AgentSession
 
 pytestmark = [pytest.mark.engine, pytest.mark.random_order(disabled=True),
               pytest.mark.skipif(not router_available(), reason="vllm-router is not installed")]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from continuum_eval.live.bench import run_bench
-from continuum_eval.live.bench_cluster import router_options
-from continuum_eval.live.settings import BenchConfig, BenchError
 
 from continuum.cluster.router import RouterProcess, router_available
 from continuum.serve.cli import main
+from continuum_eval.live.bench import run_bench
+from continuum_eval.live.bench_cluster import router_options
+from continuum_eval.live.settings import BenchConfig, BenchError
 
 
 @pytest.mark.parametrize("argv, flag", [(["--replicas", "0"], "--replicas"),

@@ -7,7 +7,6 @@ import asyncio
 import json
 
 import pytest
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 from continuum.control.channel import ControlClient, ControlServer
 from continuum.control.dp import DPControlClient, dp_rank_and_size
@@ -26,6 +25,7 @@ from continuum.control.messages import (
     parse_request,
 )
 from continuum.sched.scheduler import scheduler_for
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 REQUESTS = [StatsQuery(), SessionQuery("s1"), EndSession("s1"), ClientGone("s1"), ToolChosen("s1", "pytest"),
             EventsRead("s1", 16)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from vllm.v1.request import RequestStatus
 
-from continuum.policy.config import ContinuumConfig
 from continuum.control.engine_side import EngineControl
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
+from continuum.policy.config import ContinuumConfig
 from continuum.sched.scheduler import ContinuumScheduler
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 BS = 32
 

@@ -14,9 +14,9 @@ import time
 import httpx
 import pytest
 
-from continuum_agents import AgentSession
 from continuum.cluster.affinity import home_of
 from continuum.serve.launch import ServerProcess
+from continuum_agents import AgentSession
 
 pytestmark = pytest.mark.engine
 

@@ -24,7 +24,8 @@ def test_live_bench_ab(tiny_model, tmp_path):
     write_trace(trace, programs)
     out = tmp_path / "bench"
     p = subprocess.run(
-        [sys.executable, "-m", "continuum.serve.cli", "bench", "--mode", "live", "--trace", str(trace), "--model", "tiny",
+        [sys.executable, "-m", "continuum.serve.cli", "bench", "--mode", "live", "--trace", str(trace),
+         "--model", "tiny",
          "--policies", "vllm,continuum", "--jps", "2,4", "--out", str(out), "--num-gpu-blocks", "64",
          "--max-model-len", "1024", "--server-args=--enforce-eager", "--no-progress"],
         capture_output=True, text=True, timeout=900)

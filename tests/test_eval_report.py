@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
 from continuum_eval import cli as eval_cli
 from continuum_eval.live import runs
 from continuum_eval.live.replay import prepare_programs
@@ -16,9 +19,6 @@ from continuum_eval.results.report import format_ratios, format_table, ratios, w
 from continuum_workloads import Program, Turn, generate_swebench, write_trace
 from continuum_workloads.transforms import fit_program, scale_program
 from continuum_workloads.turn_plan import synthetic_ids
-
-from continuum.policy.presets import parse_policies
-from continuum.policy.registry import ConfigError
 
 RESULT_KEYS = {"policy", "mode", "workload", "jps", "programs", "completed", "failed", "jct_s", "ttft_s",
                "makespan_s", "throughput_tok_s", "prefix_hit_rate", "pins", "sched_step_ms"}

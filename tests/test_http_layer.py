@@ -26,8 +26,8 @@ from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddlew
 from continuum.http import middleware
 from continuum.http.middleware import ContinuumMiddleware
 from continuum.http.turn_watch import REPORT_EVERY, TurnWatch
-from continuum.tenancy import split, tenant_of_key
 from continuum.http.validation import MAX_SESSION_ID, MAX_TOOL_NAME, BadRequest, check_completion_request
+from continuum.tenancy import split, tenant_of_key
 
 A, B = "key-A", "key-B"
 FIELD_PARAMS = ("session_id", "X-Session-ID", "vllm_xargs")

@@ -63,3 +63,21 @@ def test_bad_input_to_a_verb_exits_2_naming_it(capsys):
 
     assert verbs.run(verbs.build_parser([Broken()]), ["broken"]) == 2
     assert "continuum broken: --x: not a number" in capsys.readouterr().err
+
+
+LOGGING = """
+import logging
+from continuum.serve.verbs import setup_logging
+setup_logging()
+setup_logging()  # a second call adds no second handler
+logging.getLogger("continuum_eval.sim.sweep").info("[sweep] shown")
+logging.getLogger("__main__").info("[main] shown")
+logging.getLogger("httpx").info("HTTP Request: hidden")
+logging.getLogger("httpx").warning("httpx warning shown")
+"""
+
+
+def test_an_entry_point_shows_our_progress_lines_and_not_other_libraries_info():
+    p = subprocess.run([sys.executable, "-c", LOGGING], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.splitlines() == ["[sweep] shown", "[main] shown", "httpx warning shown"]

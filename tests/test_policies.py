@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from continuum.serve import cli
 from continuum.policy.config import ContinuumConfig
-from continuum.policy.registry import ConfigError
-from continuum.policy.presets import PRESETS, describe, is_vllm, resolve
-from continuum.policy.registry import names
-from continuum.sched.scheduler import scheduler_for
 from continuum.policy.flags import override_flags
+from continuum.policy.presets import PRESETS, describe, is_vllm, resolve
+from continuum.policy.registry import ConfigError, names
+from continuum.sched.scheduler import scheduler_for
+from continuum.serve import cli
 from continuum_eval.live.settings import BenchConfig, BenchError, policy_args
 
 

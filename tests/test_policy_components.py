@@ -6,11 +6,10 @@ nothing.
 
 from __future__ import annotations
 
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
-
 from continuum.policy.presets import resolve
 from continuum.sched.phases import PhaseSwitch
 from continuum.sched.scheduler import scheduler_for
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from tests.fake_clock import Clock
 
 BS = 32

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from continuum_eval.probes.rank_quality import kendall_tau_b, pairs, train
-from kvttl import ProgramWork, Progress, oracle_prediction
 from continuum_workloads import Program, Turn
+from kvttl import ProgramWork, Progress, oracle_prediction
 
 
 def test_no_completed_program_means_no_reordering():

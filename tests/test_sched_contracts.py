@@ -9,7 +9,6 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from vllm.v1.core.sched.interface import PauseState
 
 from continuum.policy.presets import resolve
@@ -20,9 +19,11 @@ from continuum.sched.preemption import Preemption
 from continuum.sched.rank_board import LocalBoard
 from continuum.sched.scheduler import ContinuumScheduler, scheduler_for
 from continuum.sched.view import Priority, SchedulerView, Urgency
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPONENTS = ("admission", "compute_admission", "balance", "classes", "ordering", "phases", "preemption", "priority", "turns")
+COMPONENTS = ("admission", "compute_admission", "balance", "classes", "ordering", "phases", "preemption", "priority",
+              "turns")
 VIEW_MEMBERS = {n for n in vars(SchedulerView) if not n.startswith("_")} | set(SchedulerView.__annotations__)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from continuum.policy.config import ContinuumConfig
 from continuum.sched.scheduler import ContinuumAsyncScheduler, ContinuumScheduler
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from tests.fake_clock import Clock
 
 BS = 32

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vllm.v1.request import RequestStatus
 
 from continuum.policy.config import ContinuumConfig
 from continuum.sched.scheduler import ContinuumScheduler
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 BS = 32
 OPS = st.one_of(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from continuum_eval.sim.fit.calibration import VIDUR_DIR, errors, load_vidur, vidur_files
 from continuum_eval.sim.cost.profiles import A100_EFF, H100_EFF
 from continuum_eval.sim.cost.specs import GPUS
+from continuum_eval.sim.fit.calibration import VIDUR_DIR, errors, load_vidur, vidur_files
 
 pytestmark = pytest.mark.skipif(not VIDUR_DIR.is_dir() or not vidur_files(VIDUR_DIR),
                                 reason=f"measured GPU profiles not found at {VIDUR_DIR}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
+
 from continuum_eval.sim.cli import main
 from continuum_workloads import generate_swebench, write_trace
 from continuum_workloads.transforms import scale_program
@@ -41,7 +43,8 @@ def test_missing_trace_exits_2(tmp_path, capsys):
     assert main(["sim", "--out", str(tmp_path / "r.json")]) == 2
 
 
-def test_sim_writes_the_result_json(trace, tmp_path):
+def test_sim_writes_the_result_json(trace, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="continuum_eval")
     out = tmp_path / "r.json"
     assert main(["sim", "--trace", str(trace), "--policy", "continuum", "--jps", "0.5", "--out", str(out),
                  "--no-progress", "--num-blocks", "2000"]) == 0
@@ -54,6 +57,7 @@ def test_sim_writes_the_result_json(trace, tmp_path):
     assert set(r["jct_s"]) >= {"mean", "p50", "p90", "p95", "p99"}
     assert r["slowdown"]["mean"] >= 1.0 - 1e-9 and r["sched_step_ms"]["mean"] > 0
     assert all(p["alone_s"] > 0 for p in r["per_program"])
+    assert "sim continuum jps=0.5: 4/4 programs, mean JCT" in caplog.text  # the run's summary line is logged
 
 
 def test_several_policies_write_a_list(trace, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from continuum_eval.sim.cost.costmodel import LinearCostModel
 from continuum_eval.sim.cost.profiles import Profile, get_profile
 from continuum_eval.sim.engine.isolated import isolated_jct

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from continuum_eval.results.metrics import ProgramRecord, TurnRecord, summarize
 from continuum_eval.sim.fit.fidelity import breakdown, table
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from continuum_eval.sim.cost.profiles import GPU_MEMORY_UTILIZATION, H200_EFF, PROFILES, get_profile, kv_pool
 from continuum_eval.sim.cost.specs import GPUS, H100, H200, LLAMA_3_1_8B, GiB
 from continuum_eval.sim.fit.h200 import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from continuum_eval.sim.cost.costmodel import LinearCostModel, StepBatch
 from continuum_eval.sim.fit.profile_cpu import (
     ProfileError,

@@ -4,6 +4,7 @@ itself needs a server: `python -m continuum_eval.sim.fit.replay_fit`)."""
 from __future__ import annotations
 
 import pytest
+
 from continuum_eval.sim.cost.costmodel import StepBatch
 from continuum_eval.sim.cost.profiles import get_profile
 from continuum_eval.sim.fit.replay_fit import SEQS_MAX, bisect, with_seqs

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from continuum.cluster.affinity import home_of
 from continuum_eval.sim.cli import main as sim_main
 from continuum_eval.sim.engine.loop import EventLoop
 from continuum_eval.sim.run import simulate_result
 from continuum_workloads import assign_arrivals, write_trace
-
-from continuum.cluster.affinity import home_of
 from tests.test_sim_engine import all_blocks_free, hand_profile, small_programs
 
 N = 12

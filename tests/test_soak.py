@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from vllm.v1.request import RequestStatus
 
-from continuum.policy.config import ContinuumConfig
 from continuum.control.engine_side import EngineControl
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
+from continuum.policy.config import ContinuumConfig
 from continuum.sched.scheduler import ContinuumScheduler
 from continuum.tenancy import qualify, tenant_of_key
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 PROGRAMS = 10_000
 ACTIVE = 48  # programs alive at once (in a turn or in a tool call)

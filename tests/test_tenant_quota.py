@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from continuum.policy.config import ContinuumConfig
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from continuum.sched.scheduler import ContinuumScheduler
 from continuum.tenancy import qualify, tenant_of_key
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 from kvttl import PinTable
 
 T1, T2 = tenant_of_key("key-1"), tenant_of_key("key-2")

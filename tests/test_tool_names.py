@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from continuum.policy.config import ContinuumConfig
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
-from continuum.sched.scheduler import ContinuumScheduler
 from continuum.http.tool_names import ResponseToolReader, tool_from_text
+from continuum.policy.config import ContinuumConfig
+from continuum.sched.scheduler import ContinuumScheduler
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 
 def test_single_bash_block_names_its_command():

@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+
 from continuum_workloads.cli import add_trace_parser, main, run_trace
 from continuum_workloads.importers import import_mooncake
 from continuum_workloads.trace import TraceError, read_trace

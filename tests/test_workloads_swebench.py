@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from continuum_workloads.stats import trace_stats
 from continuum_workloads.swebench import TOOLS, generate_swebench, swebench_program
 

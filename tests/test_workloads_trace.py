@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from continuum_workloads.arrivals import assign_arrivals, poisson_arrival_times
 from continuum_workloads.stats import dist, format_stats, tail_share, trace_stats
 from continuum_workloads.trace import TraceError, Turn, load_programs, parse_program, read_trace, write_trace

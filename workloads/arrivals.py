@@ -12,6 +12,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+
 from continuum_workloads.trace import Program
 
 __all__ = ["poisson_arrival_times", "assign_arrivals"]

@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
+
 from continuum_workloads.tokens import END_OF_TURN, GENERATION_PROMPT, TokenCounter, render_message
 from continuum_workloads.trace import Program, Turn
-from tqdm import tqdm
 
 __all__ = [
     "CATEGORIES",

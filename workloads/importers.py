@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from continuum_workloads.trace import Program, TraceError, Turn, iter_lines, parse_json_line
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from continuum_workloads.trace import Program, TraceError, Turn, iter_lines, parse_json_line
 
 __all__ = ["MooncakeRow", "FORMATS", "read_mooncake_rows", "import_mooncake", "import_trace"]
 

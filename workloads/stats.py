@@ -14,8 +14,9 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 import numpy as np
-from continuum_workloads.trace import Program
 from pydantic import BaseModel
+
+from continuum_workloads.trace import Program
 
 __all__ = ["Dist", "ToolRow", "TraceStats", "dist", "tail_share", "trace_stats", "format_stats"]
 

@@ -44,8 +44,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from continuum_workloads.trace import Program, Turn
 from tqdm import tqdm
+
+from continuum_workloads.trace import Program, Turn
 
 __all__ = ["ToolSpec", "TOOLS", "PHASES", "generate_swebench", "iter_swebench", "swebench_program"]
 

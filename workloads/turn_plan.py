@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from continuum_workloads.trace import Program
 
 __all__ = ["VOCAB", "TurnPlan", "plan_turn", "synthetic_ids"]

@@ -41,7 +41,8 @@ def run(base_url: str, model: str | None = None, max_tokens: int = 48) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.litellm_client", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.litellm_client",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")
     ap.add_argument("--model", help="default: the server's first model")
     args = ap.parse_args(argv)

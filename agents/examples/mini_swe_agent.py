@@ -14,12 +14,12 @@ import argparse
 import sys
 from typing import Any
 
-from continuum_agents.mini_swe import ContinuumEnvironment, ContinuumModel, end_run  # first: quiet imports
-
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 from minisweagent.agents.default import DefaultAgent  # noqa: E402
 from minisweagent.config import builtin_config_dir  # noqa: E402
+
+from continuum_agents.mini_swe import ContinuumEnvironment, ContinuumModel, end_run  # first: quiet imports
 
 
 def run(base_url: str, task: str, folder: str, model: str | None = None, step_limit: int = 5,
@@ -44,7 +44,8 @@ def run(base_url: str, task: str, folder: str, model: str | None = None, step_li
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.mini_swe_agent", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.mini_swe_agent",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")
     ap.add_argument("--model", help="default: the server's first model")
     ap.add_argument("--dir", required=True, help="the folder the agent works in")

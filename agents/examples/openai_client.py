@@ -52,7 +52,8 @@ def run(base_url: str, model: str | None = None, folder: str = ".", max_tokens: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.openai_client", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m continuum_agents.examples.openai_client",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")
     ap.add_argument("--model", help="default: the server's first model")
     ap.add_argument("--dir", default=".", help="the folder the agent lists")

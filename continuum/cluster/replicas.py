@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import signal
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
+from continuum.cluster.router import POLICIES, RouterError, RouterProcess
 from continuum.serve import models
 from continuum.serve.argtypes import positive_int
 from continuum.serve.launch import ServerProcess
-from continuum.cluster.router import POLICIES, RouterError, RouterProcess
+
+log = logging.getLogger(__name__)
 
 
 class Cluster:
@@ -124,7 +126,7 @@ def run_cluster(args: argparse.Namespace, extra: list[str]) -> int:
                           program_scheduling=args.program_scheduling, router_args=shlex.split(args.router_args),
                           log_dir=args.log_dir)
     except RouterError as exc:
-        print(f"continuum cluster: {exc}", file=sys.stderr)
+        log.error(f"continuum cluster: {exc}")
         return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,7 +135,7 @@ def run_cluster(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         cluster.start()
     except (RuntimeError, RouterError) as exc:
-        print(f"continuum cluster: {exc}", file=sys.stderr)
+        log.error(f"continuum cluster: {exc}")
         return 1
     print(f"continuum cluster: ready {json.dumps(cluster.describe())}", flush=True)
     return _watch(cluster, stop)
@@ -145,14 +147,14 @@ def _watch(cluster: Cluster, stop: threading.Event) -> int:
     code = 0
     while not stop.wait(1.0):
         if cluster.router.proc is not None and cluster.router.proc.poll() is not None:
-            print("continuum cluster: the router exited; stopping", file=sys.stderr, flush=True)
+            log.error("continuum cluster: the router exited; stopping")
             code = 1
             break
         for i, r in enumerate(cluster.replicas):
             if i not in dead and r.proc is not None and r.proc.poll() is not None:
                 dead.add(i)
-                print(f"continuum cluster: replica {i} ({r.base_url}) exited with {r.proc.returncode}; the router "
-                      f"sends its programs to the others", file=sys.stderr, flush=True)
+                log.warning(f"continuum cluster: replica {i} ({r.base_url}) exited with {r.proc.returncode}; "
+                            f"the router sends its programs to the others")
     cluster.stop()
     print("continuum cluster: stopped", flush=True)
     return code

@@ -13,8 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from continuum.policy.registry import (KIND_OF_FIELD, ConfigError, all_knob_defaults, check_component,
-                                       check_knob, knobs_of)
+from continuum.policy.registry import (
+    KIND_OF_FIELD,
+    ConfigError,
+    all_knob_defaults,
+    check_component,
+    check_knob,
+    knobs_of,
+)
 
 ENV_VAR = "CONTINUUM_CONFIG"
 

@@ -15,6 +15,9 @@ overrides vLLM's seams and never copies ``schedule()``:
   or stalls;
 - ``_free_request``: forget the request's per-request state; when its program's turn is over, learn from it
   (`continuum.sched.turns`);
+- the constructor, ``add_request``, a turn's finish and a program's end: with vLLM's CPU KV tier under
+  `continuum.sched.offload_policy.ProgramAwarePolicy`, the policy is told each program's predicted return and
+  end (`continuum.sched.offload_policy.ProgramFeed`);
 - ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed (``turns`` again);
 - ``update_from_output``, ``finish_requests``: under the lock the control thread shares; after an output, the
   rank's running count is posted for balance;
@@ -55,6 +58,7 @@ from continuum.sched.answers import SchedulerAnswers
 from continuum.sched.balance import make_balance
 from continuum.sched.classes import Classes
 from continuum.sched.compute_admission import ComputeAdmission
+from continuum.sched.offload_policy import ProgramFeed, policies_built
 from continuum.sched.ordering import ProgramQueue, compose_key
 from continuum.sched.phases import PHASE_TERMS, PhaseSwitch
 from continuum.sched.pins import KVPins
@@ -77,7 +81,10 @@ class ContinuumMixin(SchedulerAnswers):
     """Programs, pins, policy components and the control channel, shared by the sync and async schedulers."""
 
     def __init__(self, *args: Any, continuum_config: ContinuumConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        with policies_built() as cpu_policies:  # vLLM's CPU KV tier builds its cache policy in here
+            super().__init__(*args, **kwargs)
+        # Program ends and predicted returns, for a CPU KV tier that evicts by program (`offload_policy`).
+        self.offload = ProgramFeed(cpu_policies)
         # vLLM builds us with a fixed signature, so `continuum serve` passes settings in the environment;
         # the simulator and tests pass them directly.
         cfg = self.config = continuum_config or ContinuumConfig.from_env()
@@ -165,6 +172,7 @@ class ContinuumMixin(SchedulerAnswers):
             hints = hints_of(request)
             self.classes.arrive(request, hints, request.priority)  # the client's OpenAI priority, before ours
             prog = self.turns.arrive(pid, request, hints) if pid is not None else None
+            self.offload.arrive(request, prog, self.clock())
             self.levels.arrive(request)
             if self.phases.enabled:
                 self.phases.arrivals.add(self.clock())
@@ -267,6 +275,7 @@ class ContinuumMixin(SchedulerAnswers):
         result = super()._free_request(request, delay_free_blocks)
         if prog is not None:
             self.turns.finished(prog, request)
+            self.offload.update(prog, self.clock())
         return result
 
     def update_from_output(self, *args: Any, **kwargs: Any):
@@ -306,6 +315,7 @@ class ContinuumMixin(SchedulerAnswers):
         self.next_idle_check = now + 1.0
         for prog in self.programs.idle(now, self.config.idle_end_s):
             self.turns.end(prog)
+            self.offload.update(prog, now)
 
     # -- the control channel (`continuum.control.engine_side.ControlledScheduler`) ---------------------------------
     def knows(self, program_id: str) -> bool:
@@ -317,6 +327,7 @@ class ContinuumMixin(SchedulerAnswers):
             prog = self.programs.get(program_id)
             if prog is not None:
                 self.turns.end(prog)
+                self.offload.update(prog, self.clock())
             return prog is not None
 
     def set_tool(self, program_id: str, tool: str) -> bool:

@@ -16,7 +16,6 @@ from continuum.policy.registry import KINDS, ConfigError
 from continuum.serve import models, server, verbs
 from continuum.serve.argtypes import fraction, nice_value, non_empty, port_number
 
-
 SERVE_USAGE = "continuum serve [MODEL] [continuum flags] [vLLM flags]"
 SERVE_EPILOG = """vLLM's own flags (every `vllm serve` flag, e.g. --block-size 32 --max-model-len 2048) pass through
 unchanged, before or after MODEL; `continuum serve --help-vllm` lists them."""

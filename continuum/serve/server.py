@@ -14,8 +14,8 @@ import tempfile
 import uuid
 from typing import Any
 
-from continuum.serve import models
 from continuum.policy.config import ENV_VAR, ContinuumConfig
+from continuum.serve import models
 
 SCHEDULER_CLS = "continuum.sched.scheduler.make_scheduler"
 MIDDLEWARE = "continuum.http.middleware.ContinuumMiddleware"

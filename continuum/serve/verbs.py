@@ -9,6 +9,7 @@ in ``--help`` and says which extra to install, instead of vanishing.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Protocol
@@ -76,8 +77,25 @@ def build_parser(verbs: list[Verb], description: str | None = None) -> argparse.
     return parser
 
 
+# The project's loggers (and a module run with `python -m`, named ``__main__``): their INFO lines are a command's
+# progress and status. Other libraries stay at WARNING (httpx logs every request at INFO).
+LOGGERS = ("continuum", "continuum_eval", "continuum_workloads", "continuum_agents", "kvttl", "__main__")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Send the project's log lines (``level`` and up; WARNING and up for other libraries) to stderr as bare
+    messages. Called once by each command-line entry point; does nothing if the root logger already has handlers
+    (a host program's or pytest's logging set-up is left alone)."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse, then run the chosen verb: bad input exits 2 with the verb's name, Ctrl-C exits 130."""
+    setup_logging()
     args, extra = parser.parse_known_args(argv)
     verb: Verb = args.verb
     if extra and not verb.passthrough:

@@ -20,6 +20,7 @@ outputs differ between policies, ``continuum_eval.agents_bench.determinism``), `
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, Sequence
 from continuum_eval.agents_bench.determinism import compare_outputs, format_determinism
 from continuum_eval.agents_bench.runs import TaskRun, summarize_runs
 from continuum_eval.live.policy_server import PinPeak, PolicyServer, continuum_stats, served_model
-from continuum_eval.live.runs import log, reset_prefix_cache
+from continuum_eval.live.runs import reset_prefix_cache
 from continuum_eval.live.server_stats import pin_delta
 from continuum_eval.live.settings import BenchConfig, ServerSettings, policy_args
 from continuum_eval.results.report import format_ratios, format_table, write_report
@@ -36,6 +37,8 @@ from continuum_eval.results.report import format_ratios, format_table, write_rep
 __all__ = ["AGENTS", "AgentBenchConfig", "AgentBenchError", "run_agent_bench", "format_agent_table"]
 
 AGENTS = ("mini-swe-agent", "bfcl")
+
+log = logging.getLogger(__name__)
 
 
 class AgentBenchError(RuntimeError):
@@ -128,7 +131,7 @@ def _run_policy(label: str, cfg: AgentBenchConfig, work: _Workload) -> dict[str,
     except (RuntimeError, TimeoutError, OSError) as exc:
         if isinstance(exc, AgentBenchError):
             raise
-        log(f"[bench] {label}: {type(exc).__name__}: {exc}")
+        log.warning(f"[bench] {label}: {type(exc).__name__}: {exc}")
         return _failed(label, cfg, work, f"{type(exc).__name__}: {exc}")
 
 

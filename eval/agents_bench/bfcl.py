@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import httpx
+
 from continuum_eval.agents_bench.runs import TaskRun, run_tasks
 
 __all__ = ["BfclOptions", "load_entries", "fitting_entries", "run_bfcl_entries", "score_entry", "BFCL_CATEGORIES"]

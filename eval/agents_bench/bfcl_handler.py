@@ -21,8 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 from bfcl_eval.model_handler.api_inference.openai_completion import OpenAICompletionsHandler
-from continuum_agents.session import AgentSession
 from openai.types.chat import ChatCompletion
+
+from continuum_agents.session import AgentSession
 
 __all__ = ["ContinuumHandler", "call_names"]
 

@@ -48,18 +48,20 @@ class SweOptions:
 
 def agent_config(testbed: Path) -> dict[str, Any]:
     """mini-swe-agent's SWE-bench text-based configuration, pointed at ``testbed`` instead of /testbed."""
-    import continuum_agents.mini_swe  # noqa: F401 - sets mini-swe-agent's and litellm's quiet defaults first
     import yaml
     from minisweagent.config import builtin_config_dir
+
+    import continuum_agents.mini_swe  # noqa: F401 - sets mini-swe-agent's and litellm's quiet defaults first
 
     text = (builtin_config_dir / "benchmarks" / CONFIG_NAME).read_text(encoding="utf-8")
     return yaml.safe_load(text.replace("/testbed", str(testbed)))
 
 
 def _run_one(task: dict[str, Any], opts: SweOptions) -> TaskRun:
+    from minisweagent.agents.default import DefaultAgent
+
     from continuum_agents.mini_swe import ContinuumEnvironment, ContinuumModel, end_run  # first: quiets the imports
     from continuum_workloads.repo_tasks import checkout
-    from minisweagent.agents.default import DefaultAgent
 
     iid = task["instance_id"]
     work = opts.out_dir / iid

@@ -16,20 +16,22 @@ single-server bench does) and every run uses its own session ids.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from functools import partial
 from typing import Any, Sequence
 
-from continuum_eval.live.runs import DEV_MODE_ENV, env_set, log, reset_prefix_cache, serve_runs
-from continuum_eval.live.settings import BenchConfig, serve_command
-from continuum_workloads import Program
-
 from continuum.cluster.replicas import Cluster
 from continuum.serve.launch import free_port
+from continuum_eval.live.runs import DEV_MODE_ENV, env_set, reset_prefix_cache, serve_runs
+from continuum_eval.live.settings import BenchConfig, serve_command
+from continuum_workloads import Program
 
 __all__ = ["ROUTER_SETUPS", "ClusterDeployment", "router_options", "live_cluster"]
 
 ROUTER_SETUPS = ("hash", "program")
+
+log = logging.getLogger(__name__)
 
 
 def router_options(setup: str, cfg: BenchConfig) -> dict[str, Any]:
@@ -70,8 +72,8 @@ def start_cluster(model: str, args: list[str], setup: str, cfg: BenchConfig, lab
                       replica_ports=[free_port() for _ in range(cfg.replicas)],
                       log_dir=cfg.out_dir / f"cluster-{safe}", startup_timeout_s=cfg.startup_timeout_s,
                       **router_options(setup, cfg))
-    log(f"[bench] starting {cfg.replicas} x `continuum serve {model} {shlex.join(args)}` behind vllm-router "
-        f"({setup})")
+    log.info(f"[bench] starting {cfg.replicas} x `continuum serve {model} {shlex.join(args)}` behind vllm-router "
+             f"({setup})")
     with env_set(DEV_MODE_ENV, "1"):
         cluster.start()
     return ClusterDeployment(cluster)

@@ -18,13 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
+from continuum.serve.verbs import setup_logging
 from continuum_eval.live.bench import run_bench
 from continuum_eval.live.settings import BenchConfig, BenchError
 from continuum_eval.results.report import ratios
 from continuum_workloads import Program, fit_program, generate_swebench, scale_program, trace_stats, write_trace
-
-from continuum.policy.presets import parse_policies
-from continuum.policy.registry import ConfigError
 
 MODEL = "smollm2-135m"
 
@@ -44,6 +44,7 @@ def demo_trace(programs: int, seed: int, *, turns: int, token_scale: float, max_
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     ap = argparse.ArgumentParser(prog="python -m continuum_eval.live.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     ap.add_argument("--programs", type=int, default=8)

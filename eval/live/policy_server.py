@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import httpx
+
 from continuum_eval.live.runs import start_server
 from continuum_eval.live.settings import BenchConfig, serve_command
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import httpx
+
 from continuum_agents.protocol import KEEPALIVE_EXPIRY_S, DroppedConnection
 from continuum_agents.session import AsyncAgentSession, SessionError
 from continuum_eval.live.server_stats import ServerInfoError, StatsSampler, alive, get_stats, pin_delta, server_info

@@ -12,29 +12,26 @@ comparison always has a result per (policy, rate).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import sys
 import time
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import httpx
+
+from continuum.serve.launch import ServerProcess
 from continuum_eval.live.replay import ReplayError, ReplayOptions, replay_sync
 from continuum_eval.live.settings import BenchConfig
 from continuum_eval.results.metrics import ProgramRecord, summarize
 from continuum_eval.results.report import percent
 from continuum_workloads import Program
 
-from continuum.serve.launch import ServerProcess
-
-__all__ = ["DEV_MODE_ENV", "Deployment", "OneServer", "env_set", "failed_result", "log", "replay_run",
+__all__ = ["DEV_MODE_ENV", "Deployment", "OneServer", "env_set", "failed_result", "replay_run",
            "reset_prefix_cache", "serve_runs", "start_server"]
 
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 
-
-def log(msg: str) -> None:
-    """A progress line of a live run, on stderr."""
-    print(msg, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -88,8 +85,8 @@ def replay_run(programs: Sequence[Program], cfg: BenchConfig, base_url: str, lab
         result = replay_sync(programs, opts)
     except ReplayError as exc:
         result = failed_result(programs, label, jps, str(exc), meta)
-    log(f"[bench] {label} jps={jps:g}: {result['completed']}/{result['programs']} done, "
-        f"mean JCT {result['jct_s']['mean']:.2f}s, prefix hit rate {percent(result['prefix_hit_rate'])}")
+    log.info(f"[bench] {label} jps={jps:g}: {result['completed']}/{result['programs']} done, "
+             f"mean JCT {result['jct_s']['mean']:.2f}s, prefix hit rate {percent(result['prefix_hit_rate'])}")
     return result
 
 
@@ -98,10 +95,10 @@ def start_server(label: str, model: str, args: list[str], cfg: BenchConfig) -> S
     (the bench empties the prefix cache between runs)."""
     server = ServerProcess(model, args, log_path=cfg.out_dir / f"serve-{label.replace('/', '-')}.log",
                            startup_timeout_s=cfg.startup_timeout_s)
-    log(f"[bench] starting `continuum serve {model} {' '.join(args)}`")
+    log.info(f"[bench] starting `continuum serve {model} {' '.join(args)}`")
     with env_set(DEV_MODE_ENV, "1"):
         server.start()
-    log(f"[bench] {label}: server up in {server.started_s:.0f}s at {server.base_url}")
+    log.info(f"[bench] {label}: server up in {server.started_s:.0f}s at {server.base_url}")
     return server
 
 
@@ -159,7 +156,7 @@ def serve_runs(programs: Sequence[Program], cfg: BenchConfig, label: str, start:
             try:
                 deployment = start()
             except (RuntimeError, OSError) as exc:  # OSError includes TimeoutError
-                log(f"[bench] {label}: {what} did not start: {exc}")
+                log.warning(f"[bench] {label}: {what} did not start: {exc}")
                 results.append(failed_result(programs, label, jps, f"{what} did not start: {exc}", meta))
                 deployment = None
                 continue

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 import httpx
+
 from continuum_eval.results.metrics import PIN_KEYS
 
 __all__ = ["ServerInfoError", "server_info", "get_stats", "alive", "StatsSampler", "pin_delta"]

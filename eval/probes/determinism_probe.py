@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from continuum_agents import AgentSession
-from continuum_eval.live.runs import reset_prefix_cache
 
 from continuum.serve.argtypes import positive_int
+from continuum.serve.verbs import setup_logging
+from continuum_agents import AgentSession
+from continuum_eval.live.runs import reset_prefix_cache
 
 __all__ = ["probe", "main"]
 
@@ -89,6 +90,7 @@ def probe(base_url: str, others: int = 4, max_tokens: int = 128) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     ap = argparse.ArgumentParser(prog="python -m continuum_eval.probes.determinism_probe",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-url", default="http://127.0.0.1:8000")

@@ -14,11 +14,12 @@ import argparse
 import sys
 
 import numpy as np
-from continuum_eval.sim.run import simulate_result
-from continuum_workloads import Program, assign_arrivals, load_programs
 
 from continuum.policy.presets import parse_policies
 from continuum.policy.registry import ConfigError
+from continuum.serve.verbs import setup_logging
+from continuum_eval.sim.run import simulate_result
+from continuum_workloads import Program, assign_arrivals, load_programs
 
 
 def mixed(ls: list[Program], be: list[Program], ls_jps: float, be_jps: float, seed: int) -> list[Program]:
@@ -44,6 +45,7 @@ def summary(records: list) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ls-trace", required=True)
     ap.add_argument("--be-trace", required=True)

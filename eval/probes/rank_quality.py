@@ -17,8 +17,9 @@ import sys
 from typing import Sequence
 
 import numpy as np
-from continuum_workloads import Program, read_trace
 
+from continuum.serve.verbs import setup_logging
+from continuum_workloads import Program, read_trace
 from kvttl import ProgramWork, Progress
 
 
@@ -60,6 +61,7 @@ def pairs(work: ProgramWork, programs: Sequence[Program], latency_s: float) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", required=True)
     ap.add_argument("--train", type=int, default=None, help="programs to learn from (default: the first half)")

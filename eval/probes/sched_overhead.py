@@ -16,12 +16,13 @@ import argparse
 import statistics
 import time
 
-from continuum_eval.sim.engine.vllm_offline import build_scheduler, fabricate_output, make_request, run_step
 from tqdm import tqdm
 
 from continuum.policy.presets import PRESETS, parse_policies, resolve
 from continuum.policy.registry import ConfigError
 from continuum.sched.scheduler import scheduler_for
+from continuum.serve.verbs import setup_logging
+from continuum_eval.sim.engine.vllm_offline import build_scheduler, fabricate_output, make_request, run_step
 
 BS = 32
 
@@ -62,6 +63,7 @@ def time_round_robin(scheds: dict, steps: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
+    setup_logging()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--programs", type=int, default=1000)
     ap.add_argument("--pins", type=int, default=500)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
 from continuum_agents.protocol import TurnTimes
 
 __all__ = ["TurnRecord", "ProgramRecord", "summarize", "percentiles", "PIN_KEYS", "empty_pins"]

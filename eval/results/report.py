@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from continuum.serve.verbs import setup_logging
+
 __all__ = ["format_table", "ratios", "format_ratios", "plot_jct_vs_jps", "plot_jct_cdf", "write_report",
            "load_results", "pyplot", "save_figure", "percent", "BASELINE"]
 
@@ -237,6 +239,7 @@ def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     ap = argparse.ArgumentParser(prog="python -m continuum_eval.results.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="results.json of bench, or replay result files")
     ap.add_argument("--out", required=True, help="output folder")

@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
-
-from continuum_eval.results.report import format_table
-from continuum_eval.verb_args import add_host_tier_flags, policies_and_overrides, trace_programs
-from continuum_workloads import Program, shape_programs
 
 from continuum.policy.flags import add_policy_flags
 from continuum.serve import verbs
 from continuum.serve.argtypes import non_negative_float, positive_float, positive_int
 from continuum.serve.verbs import VerbError
+from continuum_eval.results.report import format_table
+from continuum_eval.verb_args import add_host_tier_flags, policies_and_overrides, trace_programs
+from continuum_workloads import Program, shape_programs
 
 __all__ = ["SimVerb", "ProfileVerb", "main"]
+
+log = logging.getLogger(__name__)
 
 
 def _csv(text: str) -> list[str]:
@@ -148,10 +150,10 @@ class SimVerb:
                 results.append(r)
                 where = f" x{args.replicas} {args.router}" if args.replicas > 1 else \
                     f" dp{args.dp}{' lockstep' if args.lockstep else ''}" if args.dp > 1 else ""
-                print(f"sim {pol}{where} jps={jps}: {r['completed']}/{r['programs']} programs, mean JCT "
-                      f"{r['jct_s']['mean']:.2f} s, p95 {r['jct_s']['p95']:.2f} s, "
-                      f"slowdown {r['slowdown']['mean']:.2f}, prefix hits {100 * r['prefix_hit_rate']:.1f}%"
-                      f"{host_tier_line(r)} ({time.perf_counter() - t0:.1f} s wall)", file=sys.stderr)
+                log.info(f"sim {pol}{where} jps={jps}: {r['completed']}/{r['programs']} programs, mean JCT "
+                         f"{r['jct_s']['mean']:.2f} s, p95 {r['jct_s']['p95']:.2f} s, "
+                         f"slowdown {r['slowdown']['mean']:.2f}, prefix hits {100 * r['prefix_hit_rate']:.1f}%"
+                         f"{host_tier_line(r)} ({time.perf_counter() - t0:.1f} s wall)")
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")

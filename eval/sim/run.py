@@ -14,6 +14,8 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from continuum.policy.presets import is_vllm, resolve
 from continuum_eval.results.metrics import percentiles, summarize
 from continuum_eval.sim.cost.profiles import Profile, get_profile
 from continuum_eval.sim.engine.core import EngineCore
@@ -22,8 +24,6 @@ from continuum_eval.sim.engine.loop import Engine, EventLoop
 from continuum_eval.sim.engine.transfers import HostLink
 from continuum_workloads import Program, assign_arrivals
 from continuum_workloads.transforms import fit_program
-
-from continuum.policy.presets import is_vllm, resolve
 
 DEFAULT_PROFILE = "h100-llama-3.1-8b"
 
@@ -56,7 +56,7 @@ def simulate_result(programs: Sequence[Program], policy: str, profile: str | Pro
     data-parallel ranks, programs kept on a rank with spill (``lockstep``: a step lasts the slowest rank's). The
     result then has a ``scaleout`` section (`continuum_eval.sim.engine.loop`).
     ``cpu_kv_gib``: each engine gets vLLM's host KV tier of that many GiB (``--kv-offloading-size``), its CPU
-    blocks evicted by vLLM's ``cpu_eviction`` policy (lru, arc); None (the default): no tier.
+    blocks evicted by the ``cpu_eviction`` policy (vLLM's lru, arc; Continuum's program); None (the default): no tier.
     """
     if not programs:
         raise ValueError("no programs to simulate")

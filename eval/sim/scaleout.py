@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from continuum.serve.argtypes import positive_float, positive_int
+from continuum.serve.verbs import setup_logging
 from continuum_eval.results.report import pyplot, save_figure
 from continuum_eval.sim.cost.profiles import get_profile
 from continuum_eval.sim.run import DEFAULT_PROFILE, simulate_result
 from continuum_workloads import load_programs
 
-from continuum.serve.argtypes import positive_float, positive_int
+log = logging.getLogger(__name__)
 
 
 def _ints(text: str) -> list[int]:
@@ -60,8 +63,8 @@ def run_replicas(programs: list, args: argparse.Namespace) -> list[dict]:
                                 replicas=k, router="session" if router == "-" else router)
             rows.append(_row(r, replicas=k, router=router, jps=args.jps * k, group=n,
                              wall_s=time.perf_counter() - t0))
-            print(f"[scaleout] {len(progs)} programs, {k} x {router}: mean JCT {r['jct_s']['mean']:.2f} s, hits "
-                  f"{100 * r['prefix_hit_rate']:.1f}% ({rows[-1]['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+            log.info(f"[scaleout] {len(progs)} programs, {k} x {router}: mean JCT {r['jct_s']['mean']:.2f} s, "
+                     f"hits {100 * r['prefix_hit_rate']:.1f}% ({rows[-1]['wall_s']:.0f} s)")
     return rows
 
 
@@ -114,8 +117,8 @@ def run_balance(programs: list, args: argparse.Namespace) -> list[dict]:
         held = sum(r["scaleout"].get("held_steps_per_rank", []))
         rows.append(_row(r, balance=balance, held_steps=held, steps=r["scaleout"]["lockstep_steps"],
                          skew_ms=r["scaleout"]["mean_skew_ms"], wall_s=time.perf_counter() - t0))
-        print(f"[balance] {balance}: output {r['output_tok_s']:.0f} tok/s, TPOT "
-              f"{1e3 * rows[-1]['tpot_s']:.2f} ms", file=sys.stderr, flush=True)
+        log.info(f"[balance] {balance}: output {r['output_tok_s']:.0f} tok/s, TPOT "
+                 f"{1e3 * rows[-1]['tpot_s']:.2f} ms")
     return rows
 
 
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-num-seqs", type=positive_int, help="balance: the profile's running requests per rank")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
+    setup_logging()
     args.profile = get_profile(args.profile)
     if args.max_num_seqs:
         args.profile.max_num_seqs = args.max_num_seqs

@@ -6,27 +6,31 @@
 writes ``results.json`` (a list of result dicts), ``report.md`` (the live report's table, ratios and plots from
 `continuum_eval.results.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
 policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit rate, preemptions and wall time.
-``--cpu-kv-gib G`` (``--cpu-eviction lru|arc``) gives every engine vLLM's host KV tier (`continuum_eval.sim.run`).
+``--cpu-kv-gib G`` (``--cpu-eviction lru|arc|program``) gives every engine vLLM's host KV tier
+(`continuum_eval.sim.run`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
+from continuum.policy.flags import add_policy_flags, overrides_from_args
+from continuum.policy.presets import PRESETS, parse_policies
+from continuum.policy.registry import ConfigError
+from continuum.serve.verbs import setup_logging
 from continuum_eval.results.report import write_report
 from continuum_eval.sim.run import DEFAULT_PROFILE, host_tier_line, simulate_result
 from continuum_eval.verb_args import add_host_tier_flags
 from continuum_workloads import load_programs
 
-from continuum.policy.flags import add_policy_flags, overrides_from_args
-from continuum.policy.presets import PRESETS, parse_policies
-from continuum.policy.registry import ConfigError
+log = logging.getLogger(__name__)
 
 ORDER = tuple(PRESETS)
 
@@ -81,9 +85,9 @@ def _one(job: tuple) -> dict[str, Any]:
     programs, pol, profile, jps, seed, progress, overrides, tier = job
     t0 = time.perf_counter()
     r = simulate_result(programs, pol, profile, jps, seed, progress=progress, policy_overrides=overrides, **tier)
-    print(f"[sweep] {pol} jps={jps:g}: mean JCT {r['jct_s']['mean']:.1f} s, p95 {r['jct_s']['p95']:.1f} s, "
-          f"slowdown {r['slowdown']['mean']:.2f}, hits {100 * r['prefix_hit_rate']:.1f}%{host_tier_line(r)}, "
-          f"{time.perf_counter() - t0:.0f} s wall", file=sys.stderr, flush=True)
+    log.info(f"[sweep] {pol} jps={jps:g}: mean JCT {r['jct_s']['mean']:.1f} s, p95 {r['jct_s']['p95']:.1f} s, "
+             f"slowdown {r['slowdown']['mean']:.2f}, hits {100 * r['prefix_hit_rate']:.1f}%{host_tier_line(r)}, "
+             f"{time.perf_counter() - t0:.0f} s wall")
     return r
 
 
@@ -97,7 +101,8 @@ def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profi
             for jps in rates for pol in policies]
     if jobs <= 1:
         return [_one(w) for w in work]
-    with ProcessPoolExecutor(jobs) as pool:
+    # Each worker logs its runs' lines as this process does (a worker that is not forked starts unconfigured).
+    with ProcessPoolExecutor(jobs, initializer=setup_logging) as pool:
         return list(pool.map(_one, work))
 
 
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     add_host_tier_flags(p)
     add_policy_flags(p)
     a = p.parse_args(argv)
+    setup_logging()
     overrides = overrides_from_args(a)
     programs = load_programs(a.trace, a.limit)
     rates = [float(x) for x in a.jps.split(",") if x.strip()]

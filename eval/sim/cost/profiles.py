@@ -22,7 +22,8 @@ about 454k tokens (28.4k blocks of 16). H200 (the H100's engine shape): 129.2 - 
 Efficiency factors: GEMM and element-wise ones fitted to the Vidur H100/A100 measurements
 (``python -m continuum_eval.sim.fit.calibration``; for H100 the fit used Llama-2-7B and -70B shapes, which are those of
 Llama-3.1 except the 7B's MHA and smaller MLP; for A100 the Llama-3-8B and -70B shapes, which are exactly
-Llama-3.1's); attention, all-reduce and per-step overhead are documented assumptions (`continuum_eval.sim.cost.costmodel`).
+Llama-3.1's); attention, all-reduce and per-step overhead are documented assumptions
+(`continuum_eval.sim.cost.costmodel`).
 H200: attention, element-wise, GEMM sharpness and per-step overhead fitted to whole-step times measured on an
 H200 (``python -m continuum_eval.sim.fit.h200``, which says how and how well), GEMM efficiencies the measured
 GEMM and copy ceilings over the datasheet.
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from continuum_eval.sim.cost.costmodel import Efficiency, LinearCostModel, RooflineCostModel, StepBatch, prefill_seconds
-from continuum_eval.sim.cost.specs import A100, GiB, H100, H200, LLAMA_3_1_70B, LLAMA_3_1_8B, GPUSpec, ModelSpec
+from continuum_eval.sim.cost.specs import A100, H100, H200, LLAMA_3_1_8B, LLAMA_3_1_70B, GiB, GPUSpec, ModelSpec
 
 FITTED_DIR = Path(__file__).resolve().parents[1] / "fitted"
 GPU_MEMORY_UTILIZATION = 0.92  # vLLM's default
@@ -198,13 +199,15 @@ def format_listing(rows: list[dict]) -> str:
         cost = r["cost"]
         if cost["kind"] == "roofline":
             e, g = cost["efficiency"], cost["gpu"]
-            out.append(f"  roofline: {g['bf16_flops'] / 1e12:.0f} TFLOP/s, {g['mem_bw'] / 1e12:.2f} TB/s, tp {cost['tp']}; "
+            out.append(f"  roofline: {g['bf16_flops'] / 1e12:.0f} TFLOP/s, {g['mem_bw'] / 1e12:.2f} TB/s, "
+                       f"tp {cost['tp']}; "
                        f"GEMM eff {e['gemm_compute']:.2f} compute / {e['gemm_memory']:.2f} memory; "
                        f"attention {e['attn_compute']:.2f} / {e['attn_memory']:.2f}; "
                        f"overhead {1e3 * e['step_overhead_s']:.1f} ms/step")
             m = r["memory"]
             out.append(f"  memory/GPU: {m['gpu_memory_gib']} GiB x {m['utilization']} - weights "
-                       f"{m['weights_gib_per_gpu']} GiB - reserve {m['reserve_gib']} GiB = KV {m['kv_gib_per_gpu']} GiB")
+                       f"{m['weights_gib_per_gpu']} GiB - reserve {m['reserve_gib']} GiB = "
+                       f"KV {m['kv_gib_per_gpu']} GiB")
         else:
             coef = ", ".join(f"{k} {v:.3g}" for k, v in cost["coef"].items())
             out.append(f"  fitted: {coef} (median fit error {cost.get('fit_median_rel_err', math.nan):.1%})")

@@ -31,17 +31,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+from vllm.v1.request import RequestStatus
+
+from continuum.policy.presets import is_vllm
+from continuum.sched.scheduler import scheduler_for
 from continuum_eval.sim.cost.costmodel import StepBatch
 from continuum_eval.sim.cost.profiles import Profile
 from continuum_eval.sim.engine.clock import VirtualClock
 from continuum_eval.sim.engine.entities import Pending, SimProgram
 from continuum_eval.sim.engine.transfers import HostLink, TransferWorker
 from continuum_eval.sim.engine.vllm_offline import build_scheduler
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
-from vllm.v1.request import RequestStatus
-
-from continuum.policy.presets import is_vllm
-from continuum.sched.scheduler import scheduler_for
 
 # The scheduler is built over a small local model config (never its weights); Llama-3.1's 128k context is
 # longer than that config's, which vLLM only allows when asked.

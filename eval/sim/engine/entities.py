@@ -24,14 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from continuum_eval.results.metrics import ProgramRecord, TurnRecord
-from continuum_workloads import Program
-from continuum_workloads.turn_plan import VOCAB, plan_turn
 from vllm.sampling_params import SamplingParams
 from vllm.utils.hashing import sha256
 from vllm.v1.core import kv_cache_utils
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.request import Request
+
+from continuum_eval.results.metrics import ProgramRecord, TurnRecord
+from continuum_workloads import Program
+from continuum_workloads.turn_plan import VOCAB, plan_turn
 
 
 def fast_block_hash(obj: Any) -> bytes:

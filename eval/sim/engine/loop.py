@@ -37,15 +37,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from tqdm import tqdm
+
+from continuum.sched.rank_board import LocalBoard
 from continuum_eval.sim.cost.profiles import Profile
 from continuum_eval.sim.engine.clock import VirtualClock
 from continuum_eval.sim.engine.core import EngineCore, EngineStats
 from continuum_eval.sim.engine.entities import Pending, SimProgram
 from continuum_eval.sim.engine.routing import Dispatch
 from continuum_workloads import Program
-from tqdm import tqdm
-
-from continuum.sched.rank_board import LocalBoard
 
 
 @dataclass

@@ -31,9 +31,13 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request
 from vllm.v1.structured_output import StructuredOutputManager
 
+from continuum.sched.offload_policy import POLICY_MODULE, POLICY_NAME
 from continuum.serve import models
 
-CPU_EVICTIONS = ("lru", "arc")  # vLLM's registered CPU cache policies (kv_offload/cpu/policies/factory.py:86-91)
+# vLLM's registered CPU cache policies (kv_offload/cpu/policies/factory.py:86-91), and Continuum's program-aware
+# one, loaded by vLLM from its module path as an out-of-tree policy (`continuum.sched.offload_policy`).
+CPU_EVICTIONS = ("lru", "arc", "program")
+OUT_OF_TREE_EVICTIONS = {"program": (POLICY_NAME, POLICY_MODULE)}
 OFFLOADING_CONNECTOR = "OffloadingConnector"
 # The connector's scheduler side warns once per store the CPU tier refuses (every CPU block pinned or still being
 # written): in a simulation of thousands of turns, thousands of lines. Quiet, as a benchmark's log would be.
@@ -45,7 +49,8 @@ def vllm_config(model: str = "tiny", block_size: int = 32, max_model_len: int = 
                 enable_prefix_caching: bool = True, async_scheduling: bool = False,
                 cpu_kv_gib: float | None = None, cpu_eviction: str = "lru") -> VllmConfig:
     """vLLM's config of an engine; ``cpu_kv_gib``: ``--kv-offloading-size`` (a host KV tier of that many GiB)
-    with the CPU manager's ``cpu_eviction`` policy."""
+    with the CPU manager's ``cpu_eviction`` policy (``program``: evict by program, which only a Continuum
+    scheduler informs; under vLLM's own scheduler it is LRU)."""
     model_config = ModelConfig(model=models.resolve(model), dtype="bfloat16", max_model_len=max_model_len,
                                skip_tokenizer_init=True)
     scheduler_config = SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
@@ -60,7 +65,10 @@ def vllm_config(model: str = "tiny", block_size: int = 32, max_model_len: int = 
         kvt = cfg.kv_transfer_config
         if kvt is None or kvt.kv_connector != OFFLOADING_CONNECTOR:  # VLLM_USE_SIMPLE_KV_OFFLOAD picks another
             raise ValueError(f"--kv-offloading-size built {kvt and kvt.kv_connector!r}, not {OFFLOADING_CONNECTOR}")
-        kvt.kv_connector_extra_config["eviction_policy"] = cpu_eviction  # read at kv_offload/cpu/spec.py:134
+        name, module = OUT_OF_TREE_EVICTIONS.get(cpu_eviction, (cpu_eviction, None))
+        kvt.kv_connector_extra_config["eviction_policy"] = name  # read at kv_offload/cpu/spec.py:134-137
+        if module is not None:
+            kvt.kv_connector_extra_config["cache_policy_module_path"] = module
         logging.getLogger(OFFLOADING_SCHEDULER_LOGGER).setLevel(logging.ERROR)
     return cfg
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from continuum.serve.verbs import setup_logging
 from continuum_eval.sim.cost.costmodel import Efficiency, RooflineCostModel
 from continuum_eval.sim.cost.specs import GPUS, GPUSpec, ModelSpec
 
@@ -155,6 +157,7 @@ def report(eff_by_gpu: dict[str, Efficiency], folder: Path = VIDUR_DIR) -> str:
 
 
 def main() -> None:
+    setup_logging()
     fitted = {}
     for gpu in ("h100", "a100"):
         pts = [p for f in vidur_files() if f.name.startswith(gpu) for p in load_vidur(f)]

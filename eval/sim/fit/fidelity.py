@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from continuum.policy.presets import parse_policies
+from continuum.policy.registry import ConfigError
+from continuum.serve.launch import ServerProcess
+from continuum.serve.verbs import setup_logging
 from continuum_eval.live.replay import ReplayOptions, replay_sync
 from continuum_eval.live.runs import DEV_MODE_ENV, env_set, reset_prefix_cache
 from continuum_eval.results.report import percent
@@ -33,9 +38,7 @@ from continuum_eval.sim.cost.profiles import get_profile
 from continuum_eval.sim.run import simulate_result
 from continuum_workloads import load_programs, scale_program
 
-from continuum.policy.presets import parse_policies
-from continuum.policy.registry import ConfigError
-from continuum.serve.launch import ServerProcess
+log = logging.getLogger(__name__)
 
 SERVE_POLICY = {"vllm": ("vllm", []), "continuum": ("continuum", ["--ttl-mode", "model"]),
                 "fixed": ("continuum", ["--ttl-mode", "fixed"]), "preserve": ("continuum", ["--ttl-mode", "preserve"])}
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--policies: {exc}")
     if unknown := [x for x in policies if x not in SERVE_POLICY]:
         p.error(f"--policies: {', '.join(unknown)}: the comparison knows {', '.join(SERVE_POLICY)}")
+    setup_logging()
 
     prof = get_profile(a.profile)
     if a.num_blocks:
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for pol in policies:
         serve_policy, extra = SERVE_POLICY[pol]
         args = ["--policy", serve_policy, *extra, *engine_flags(prof, a.num_blocks)]
-        print(f"[fidelity] continuum serve {model} {' '.join(args)}", file=sys.stderr, flush=True)
+        log.info(f"[fidelity] continuum serve {model} {' '.join(args)}")
         srv = ServerProcess(model, args, log_path=out / f"serve-{pol}.log", startup_timeout_s=900)
         with env_set(DEV_MODE_ENV, "1"):  # serves /reset_prefix_cache: each rate starts cold, as in the simulator
             srv.start()
@@ -125,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                                      meta={"trace": a.trace})
                 t0 = time.time()
                 r = replay_sync(programs, opts)
-                print(f"[fidelity] live {pol} jps={jps}: mean JCT {r['jct_s']['mean']:.2f} s "
-                      f"({r['completed']}/{r['programs']}, {time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+                log.info(f"[fidelity] live {pol} jps={jps}: mean JCT {r['jct_s']['mean']:.2f} s "
+                         f"({r['completed']}/{r['programs']}, {time.time() - t0:.0f} s)")
                 live.append(r)
         finally:
             srv.stop()
@@ -136,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             s = simulate_result(scaled, pol, prof, jps, a.seed, progress=False,
                                 policy_overrides={"reload_cost": None},
                                 meta={"trace": a.trace, "token_scale": a.token_scale})
-            print(f"[fidelity] sim  {pol} jps={jps}: mean JCT {s['jct_s']['mean']:.2f} s", file=sys.stderr,
-                  flush=True)
+            log.info(f"[fidelity] sim  {pol} jps={jps}: mean JCT {s['jct_s']['mean']:.2f} s")
             sim.append(s)
     (out / "live.json").write_text(json.dumps(live, indent=2) + "\n")
     (out / "sim.json").write_text(json.dumps(sim, indent=2) + "\n")

@@ -39,6 +39,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from continuum.serve.verbs import setup_logging
 from continuum_eval.sim.cost.costmodel import Efficiency, RooflineCostModel, StepBatch
 from continuum_eval.sim.cost.profiles import FITTED_DIR, H100_EFF, get_profile
 from continuum_eval.sim.cost.specs import H200, LLAMA_3_1_8B, GPUSpec
@@ -175,6 +177,7 @@ def table(rows: list[MeasuredStep], cost: RooflineCostModel) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Fit, print the fitted factors, and the error table of the fit and of the profile's rounded constants."""
+    setup_logging()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=MEASURED_PATH, help="measured step times (JSON)")
     args = ap.parse_args(argv)

@@ -51,11 +51,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from continuum_agents.session import KEEPALIVE_EXPIRY_S
-from continuum_eval.sim.cost.costmodel import FEATURES, LinearCostModel, StepBatch, features, nnls
 
 from continuum.serve import models
 from continuum.serve.launch import ServerProcess
+from continuum.serve.verbs import setup_logging
+from continuum_agents.session import KEEPALIVE_EXPIRY_S
+from continuum_eval.sim.cost.costmodel import FEATURES, LinearCostModel, StepBatch, features, nnls
 
 FITTED_DIR = Path(__file__).resolve().parents[1] / "fitted"
 CPU_KV_BYTES = 2 * 1024**3  # what `continuum serve` reserves for KV on a CPU machine
@@ -391,6 +392,7 @@ def profile_cpu(model: str = "tiny", out: str | Path | None = None, block_size: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.fit.profile_cpu")
     p.add_argument("--model", default="tiny")
     p.add_argument("--out", default=str(FITTED_DIR / "cpu.json"))

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from continuum.serve.launch import ServerProcess
+from continuum.serve.verbs import setup_logging
 from continuum_eval.live.replay import ReplayOptions, replay_sync
 from continuum_eval.sim.cost.costmodel import LinearCostModel
 from continuum_eval.sim.cost.profiles import Profile, cpu_profile
@@ -32,7 +35,7 @@ from continuum_eval.sim.fit.profile_cpu import FITTED_DIR
 from continuum_eval.sim.run import simulate_result
 from continuum_workloads import read_trace, scale_program
 
-from continuum.serve.launch import ServerProcess
+log = logging.getLogger(__name__)
 
 SEQS_MAX = 0.01  # seconds per request per step: far above anything a CPU server shows
 
@@ -69,8 +72,7 @@ def fit_to_replay(live_jct: float, programs: Sequence[Any], path: Path, jps: flo
     def simulate(seqs: float) -> float:
         prof = with_seqs(cpu_profile(path), seqs)
         r = simulate_result(programs, "vllm", prof, jps, seed, progress=False, policy_overrides={"reload_cost": None})
-        print(f"[replay-fit] seqs={seqs * 1e3:.3f} ms: simulated mean JCT {r['jct_s']['mean']:.2f} s",
-              file=sys.stderr, flush=True)
+        log.info(f"[replay-fit] seqs={seqs * 1e3:.3f} ms: simulated mean JCT {r['jct_s']['mean']:.2f} s")
         return float(r["jct_s"]["mean"])
 
     before = float(cpu_profile(path).cost.coef.get("seqs", 0.0))
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", default=str(FITTED_DIR / "cpu.json"))
     a = p.parse_args(argv)
+    setup_logging()
 
     path = Path(a.profile)
     data = json.loads(path.read_text())
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"replay_fit: no programs in {a.trace} at offset {a.offset}")
     model = data.get("model", "tiny")
     args = ["--policy", "vllm", *engine_flags(prof, None)]
-    print(f"[replay-fit] continuum serve {model} {' '.join(args)}", file=sys.stderr, flush=True)
+    log.info(f"[replay-fit] continuum serve {model} {' '.join(args)}")
     t0 = time.time()
     with ServerProcess(model, args, startup_timeout_s=900) as srv:
         opts = ReplayOptions(base_url=srv.base_url, jps=a.jps, seed=a.seed, token_scale=a.token_scale,
