@@ -71,6 +71,7 @@ def test_help_vllm_lists_vllms_flags(capsys):
     (["--terms", "nope"], "--terms"),
     (["--knob", "nope.x=1"], "--knob"),
     (["--knob", "oops"], "--knob"),
+    (["--kv-offloading-size", "8"], "--kv-offloading-size"),  # vLLM's CPU build has no offloading worker
 ])
 def test_a_bad_continuum_flag_value_exits_2_naming_the_flag(served, capsys, monkeypatch, argv, flag):
     monkeypatch.delenv("VLLM_API_KEY", raising=False)

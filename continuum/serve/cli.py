@@ -78,6 +78,9 @@ def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
         print(server.vllm_help())
         return 0
     model, extra = server.split_model(extra)
+    if server.has_flag(extra, "--kv-offloading-size") and server.on_cpu():
+        return _fail("--kv-offloading-size: vLLM's CPU build cannot run its offloading connector (the copy worker "
+                     "needs CUDA tensors); serve with it on a GPU, or simulate the tier: continuum sim --cpu-kv-gib")
     keyed = args.api_keys or args.admin_keys or os.environ.get("VLLM_API_KEY")
     if args.tenant_pin_cap is not None and not keyed:
         return _fail("--tenant-pin-cap: tenants are API keys; give --api-key (or VLLM_API_KEY) too")
