@@ -57,6 +57,8 @@ def test_sim_writes_the_result_json(trace, tmp_path, caplog):
     assert set(r["jct_s"]) >= {"mean", "p50", "p90", "p95", "p99"}
     assert r["slowdown"]["mean"] >= 1.0 - 1e-9 and r["sched_step_ms"]["mean"] > 0
     assert all(p["alone_s"] > 0 for p in r["per_program"])
+    assert set(r["bound"]) == {"alone_s", "saturated_s", "mean_jct_s"}
+    assert r["bound"]["mean_jct_s"] <= r["jct_s"]["mean"] + 1e-9
     assert "sim continuum jps=0.5: 4/4 programs, mean JCT" in caplog.text  # the run's summary line is logged
 
 

@@ -152,7 +152,8 @@ class SimVerb:
                     f" dp{args.dp}{' lockstep' if args.lockstep else ''}" if args.dp > 1 else ""
                 log.info(f"sim {pol}{where} jps={jps}: {r['completed']}/{r['programs']} programs, mean JCT "
                          f"{r['jct_s']['mean']:.2f} s, p95 {r['jct_s']['p95']:.2f} s, "
-                         f"slowdown {r['slowdown']['mean']:.2f}, prefix hits {100 * r['prefix_hit_rate']:.1f}%"
+                         f"slowdown {r['slowdown']['mean']:.2f}, prefix hits {100 * r['prefix_hit_rate']:.1f}%, "
+                         f"mean JCT bound {r['bound']['mean_jct_s']:.2f} s"
                          f"{host_tier_line(r)} ({time.perf_counter() - t0:.1f} s wall)")
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

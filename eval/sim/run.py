@@ -5,7 +5,9 @@ simulator knows what each program costs alone, ``slowdown`` (JCT over the progra
 `continuum_eval.sim.engine.isolated`); ``sched_step_ms`` is the wall time of the real ``schedule()`` calls on this
 machine. ``sim`` holds the run's own facts: profile, steps, simulated and wall seconds, preemptions, peaks. With a
 host KV tier (``cpu_kv_gib``), ``host_tier`` holds its size per engine (GiB, CPU blocks) and its PCIe traffic
-summed over engines (`continuum_eval.sim.engine.transfers`).
+summed over engines (`continuum_eval.sim.engine.transfers`). ``bound`` is a lower bound on the mean JCT of any
+schedule of these programs at these arrivals (`continuum_eval.sim.bound`): ``alone_s``, ``saturated_s`` and their
+max, ``mean_jct_s``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from continuum.policy.presets import is_vllm, resolve
 from continuum_eval.results.metrics import percentiles, summarize
+from continuum_eval.sim.bound import jct_bound
 from continuum_eval.sim.cost.profiles import Profile, get_profile
 from continuum_eval.sim.engine.core import EngineCore
 from continuum_eval.sim.engine.isolated import isolated_jct
@@ -146,6 +149,7 @@ def engines_result(engines: Sequence[EngineCore], sim_programs: Sequence, policy
     s = percentiles(slow, qs=(50, 95, 99))
     result["slowdown"] = {"mean": s["mean"], "p50": s["p50"], "p95": s["p95"], "p99": s["p99"]}
     result["alone_jct_s"] = percentiles(alone, qs=(50, 95))
+    result["bound"] = jct_bound(progs, prof, engines=len(engines)).to_dict()
     tpot = [(t.done_s - t.first_token_s) / (t.output_tokens - 1) for r in records for t in r.turns
             if t.ok and t.output_tokens > 1 and t.first_token_s is not None and t.done_s is not None]
     result["tpot_s"] = percentiles(tpot, qs=(95,))  # time per output token

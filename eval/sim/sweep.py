@@ -4,8 +4,10 @@
         --policies vllm,continuum,fixed,preserve,plas,oracle --out runs/sim-h100
 
 writes ``results.json`` (a list of result dicts), ``report.md`` (the live report's table, ratios and plots from
-`continuum_eval.results.report`, plus the simulator's own table below) and the PNGs. The simulator's table gives, per
-policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit rate, preemptions and wall time.
+`continuum_eval.results.report`, plus the simulator's own tables below) and the PNGs. The simulator's first table
+gives mean / p95 JCT per policy and load, with the lower bound on the mean JCT at each load
+(`continuum_eval.sim.bound`); the second, per policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit
+rate, preemptions and wall time.
 ``--cpu-kv-gib G`` (``--cpu-eviction lru|arc|program``) gives every engine vLLM's host KV tier
 (`continuum_eval.sim.run`).
 """
@@ -41,14 +43,18 @@ def sim_table(results: Sequence[dict[str, Any]]) -> str:
     pols += [p for p in dict.fromkeys(r["policy"] for r in results) if p not in pols]
     rates = sorted({r["jps"] for r in results if r["jps"] is not None})
     by = {(r["policy"], r["jps"]): r for r in results}
+    bounds = {r["jps"]: r["bound"]["mean_jct_s"] for r in results if r.get("bound")}
     head = "| JPS | " + " | ".join(f"{p} mean / p95 JCT (s)" for p in pols) + " |"
-    lines = [head, "|" + "---|" * (len(pols) + 1)]
+    head += " lower bound, mean JCT (s) |" if bounds else ""
+    lines = [head, "|" + "---|" * (len(pols) + 1 + bool(bounds))]
     for j in rates:
         cells = []
         for p in pols:
             r = by.get((p, j))
             cells.append("-" if r is None else f"{r['jct_s']['mean']:.1f} / {r['jct_s']['p95']:.1f}"
                          + ("" if not r["failed"] else f" ({r['failed']} failed)"))
+        if bounds:
+            cells.append(f"{bounds[j]:.1f}" if j in bounds else "-")
         lines.append(f"| {j:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
