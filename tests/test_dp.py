@@ -20,8 +20,10 @@ from continuum_agents import AgentSession
 
 pytestmark = pytest.mark.engine
 
-LONG_TOKENS = 4000  # a long turn's cap: far more decoding than the test needs before it releases the turn
-FLAGS = ["--max-model-len", "4096", "--block-size", "32", "--enforce-eager", "--data-parallel-size", "2",
+# A long turn's cap: far more decoding than the test needs before it releases the turn (4000 tokens took 14 s
+# here, short enough for a slow machine to finish one before the other had started).
+LONG_TOKENS = 16000
+FLAGS = ["--max-model-len", "16384", "--block-size", "32", "--enforce-eager", "--data-parallel-size", "2",
          "--max-num-seqs", "2", "--balance", "any-full", "--knob", "any-full.headroom=0"]
 
 
@@ -97,6 +99,9 @@ class LongTurn:
                      "stream": True, "session_id": program}
         self.headers = {"X-Session-ID": program}
         self.events = 0
+        self.started = time.monotonic()
+        self.first_event_s: float | None = None  # seconds from the start to its first and last event
+        self.finished_s: float | None = None
         self.finished = False  # it ended on its own
         self.error: BaseException | None = None
         self.released = threading.Event()
@@ -113,9 +118,11 @@ class LongTurn:
                     if self.released.is_set():
                         return  # leaving the block closes the connection
                     if line == "data: [DONE]":
-                        self.finished = True
+                        self.finished, self.finished_s = True, time.monotonic() - self.started
                     elif line.startswith("data:"):
                         self.events += 1
+                        if self.first_event_s is None:
+                            self.first_event_s = time.monotonic() - self.started
         except BaseException as e:  # noqa: BLE001 - reported by the test, not lost in the thread
             self.error = e
 
@@ -123,6 +130,9 @@ class LongTurn:
         if self.error is not None:
             raise AssertionError(f"a long turn failed: {self.error!r}")
         return self.events > 0 and not self.finished
+
+    def timeline(self) -> str:
+        return f"{self.events} events, first at {self.first_event_s} s, done at {self.finished_s} s"
 
     def release(self) -> None:
         self.released.set()
@@ -144,7 +154,7 @@ def test_a_full_rank_holds_the_others_admissions(server):
         turn(server, on_rank(1, 1, prefix="held")[0], list(range(9000, 9040)))), daemon=True)
     try:
         wait_for(lambda: all(t.running() for t in long),
-                 lambda: f"the long turns did not both stream (events {[t.events for t in long]})")
+                 lambda: f"the long turns did not both stream at once: {[t.timeline() for t in long]}")
         views: list = []  # rank 1's view of the counts (rank 0, rank 1), each time it is asked
 
         def rank_1_sees_rank_0_full() -> bool:
