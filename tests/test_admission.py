@@ -187,6 +187,22 @@ def test_the_cap_admits_at_most_n_programs_in_the_door_order():
     assert all(p.ended for p in s.programs.all()) and s.admission.state()["admitted"] == 5
 
 
+def test_the_memory_door_with_a_program_limit_counts_both():
+    s = make(num_blocks=2000, policy="clairvoyant", knobs={"memory.programs": 2})
+    for i in range(4):
+        add(s, f"p{i}", 1000 * (i + 1), 64, 4, f"P{i}", is_last_step=True)
+    assert [p.program_id for p in s.programs.all() if p.admitted] == ["P0", "P1"]  # memory had room for all four
+    while s.has_requests():
+        run_step(s)
+        s.clock.now += 0.01
+        assert len(s.admission.active) <= 2
+    assert s.admission.state()["admitted"] == 4
+    tight = make(num_blocks=5, policy="clairvoyant", knobs={"memory.programs": 8})  # 4 usable blocks: one fits
+    for i in range(2):
+        add(tight, f"p{i}", 1000 * (i + 1), 64, 4, f"P{i}")
+    assert [p.admitted for p in tight.programs.all()] == [True, False]
+
+
 def stepped(s, seconds) -> None:
     """One step; the clock then moves by ``seconds(out)``, as long as the engine took for the batch."""
     out, _ = run_step(s)

@@ -113,7 +113,8 @@ _COMPONENTS = [
     _c("admission", "open", "every program starts at once (vLLM's behaviour)"),
     _c("admission", "memory", "a new program waits at the door until the KV pool holds the working sets of the "
                               "admitted programs plus its own", horizon=(1, "turns of predicted context growth "
-                                                                            "counted in a working set")),
+                                                                            "counted in a working set"),
+       programs=(0, "programs in service at most, beside memory (0: no such limit; the oracle search)")),
     _c("admission", "cap", "at most `programs` programs in service (admitted and not ended), through the same door "
                            "in the same order as `memory`; memory is not counted",
        programs=(64, "programs in service at most")),

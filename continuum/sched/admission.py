@@ -8,6 +8,8 @@ the turn in flight, or the context its last turn left) plus the context it is pr
 ``horizon`` turns (`kvttl.ProgramWork`, or the true future for the clairvoyant). Pinned or not, a program in a
 tool call counts: it is coming back for that context, and serving it without its KV is the thrash admission
 exists to prevent. Everything is in blocks of this pool, so the limit follows the model, the GPU and the trace.
+``memory.programs`` (0: none) adds a fixed limit on the programs in service: the simulator's best oracle is the
+clairvoyant door searched over that limit (`continuum_eval.sim.oracle`).
 
 Waiting at the door means sorting last in the waiting queue (`continuum.sched.ordering`), never being refused: the
 wait counts in the program's JCT. The door opens in the waiting queue's own order (shortest predicted remaining
@@ -74,6 +76,7 @@ class MemoryAdmission(OpenAdmission):
     def __init__(self, cfg: ContinuumConfig, view: SchedulerView, classes: Classes) -> None:
         super().__init__(cfg, view, classes)
         self.horizon = cfg.knob("memory.horizon")
+        self.max_programs = int(cfg.knob("memory.programs")) if cfg.admission == "memory" else 0
         self.door: dict[str, Request] = {}  # program id -> its first turn, waiting to be admitted
         self.active: dict[str, Program] = {}  # admitted programs that have not ended
         self.pending = False  # something changed since the door was last looked at
@@ -129,12 +132,15 @@ class MemoryAdmission(OpenAdmission):
 
     # -- what the door weighs: the room the admitted programs leave, and what one more needs of it ----------
     def room(self) -> tuple[float, ...]:
-        """What the admitted programs leave of each limit (here: free blocks by working sets)."""
+        """What the admitted programs leave of each limit (here: free blocks by working sets; programs in service
+        when ``memory.programs`` limits them)."""
+        if self.max_programs:
+            return self.free(), self.max_programs - len(self.active)
         return (self.free(),)
 
     def need(self, prog: Program) -> tuple[float, ...]:
         """What admitting ``prog`` takes of each limit of `room`."""
-        return (self.working_set(prog),)
+        return (self.working_set(prog), 1) if self.max_programs else (self.working_set(prog),)
 
     # -- working sets, in blocks --------------------------------------------------------------------------
     def capacity(self) -> int:

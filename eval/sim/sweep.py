@@ -9,7 +9,8 @@ gives mean / p95 JCT per policy and load, with the lower bound on the mean JCT a
 (`continuum_eval.sim.bound`); the second, per policy and load: mean and p95 JCT, mean and p95 slowdown, prefix hit
 rate, preemptions and wall time.
 ``--cpu-kv-gib G`` (``--cpu-eviction lru|arc|program``) gives every engine vLLM's host KV tier
-(`continuum_eval.sim.run`).
+(`continuum_eval.sim.run`). ``--oracle`` adds the best oracle at each load (`continuum_eval.sim.oracle`: the
+clairvoyant searched over programs in service) and names every row below it.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from continuum.policy.presets import PRESETS, parse_policies
 from continuum.policy.registry import ConfigError
 from continuum.serve.verbs import setup_logging
 from continuum_eval.results.report import write_report
+from continuum_eval.sim import oracle as best_oracle
 from continuum_eval.sim.run import DEFAULT_PROFILE, host_tier_line, simulate_result
 from continuum_eval.verb_args import add_host_tier_flags
 from continuum_workloads import load_programs
 
 log = logging.getLogger(__name__)
 
-ORDER = tuple(PRESETS)
+ORDER = (*PRESETS, best_oracle.LABEL)
 
 
 def sim_table(results: Sequence[dict[str, Any]]) -> str:
@@ -52,7 +54,8 @@ def sim_table(results: Sequence[dict[str, Any]]) -> str:
         for p in pols:
             r = by.get((p, j))
             cells.append("-" if r is None else f"{r['jct_s']['mean']:.1f} / {r['jct_s']['p95']:.1f}"
-                         + ("" if not r["failed"] else f" ({r['failed']} failed)"))
+                         + ("" if not r["failed"] else f" ({r['failed']} failed)")
+                         + (f" (N={r['oracle']['limit'] or 'none'})" if r.get("oracle") else ""))
         if bounds:
             cells.append(f"{bounds[j]:.1f}" if j in bounds else "-")
         lines.append(f"| {j:g} | " + " | ".join(cells) + " |")
@@ -99,17 +102,38 @@ def _one(job: tuple) -> dict[str, Any]:
 
 def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profile: str, seed: int,
           progress: bool = True, overrides: dict | None = None, jobs: int = 1, cpu_kv_gib: float | None = None,
-          cpu_eviction: str = "lru") -> list[dict[str, Any]]:
+          cpu_eviction: str = "lru", oracle: bool = False) -> list[dict[str, Any]]:
     """Every policy at every rate; ``jobs`` > 1 runs that many simulations at once (separate processes).
-    ``cpu_kv_gib``: every engine with vLLM's host KV tier of that size."""
+    ``cpu_kv_gib``: every engine with vLLM's host KV tier of that size. ``oracle``: the best oracle at every rate
+    too (its rows' policy is ``best-oracle``)."""
     tier = {"cpu_kv_gib": cpu_kv_gib, "cpu_eviction": cpu_eviction}
-    work = [(programs, pol, profile, jps, seed, progress and jobs == 1, overrides or {}, tier)
-            for jps in rates for pol in policies]
-    if jobs <= 1:
-        return [_one(w) for w in work]
-    # Each worker logs its runs' lines as this process does (a worker that is not forked starts unconfigured).
-    with ProcessPoolExecutor(jobs, initializer=setup_logging) as pool:
-        return list(pool.map(_one, work))
+    with Runner(jobs) as runner:
+        results = runner.map([(programs, pol, profile, jps, seed, progress and jobs == 1, overrides or {}, tier)
+                              for jps in rates for pol in policies])
+        if oracle:
+            for jps in rates:
+                def at_load(batch: list[tuple[str, dict]], jps: float = jps) -> list[dict[str, Any]]:
+                    return runner.map([(programs, pol, profile, jps, seed, False, ov, tier) for pol, ov in batch])
+                results.append(best_oracle.search(at_load, overrides))
+    return results
+
+
+class Runner:
+    """Runs simulation jobs here (``jobs`` <= 1) or in that many worker processes."""
+
+    def __init__(self, jobs: int) -> None:
+        # Each worker logs its runs' lines as this process does (a worker that is not forked starts unconfigured).
+        self.pool = ProcessPoolExecutor(jobs, initializer=setup_logging) if jobs > 1 else None
+
+    def map(self, work: list[tuple]) -> list[dict[str, Any]]:
+        return list(self.pool.map(_one, work)) if self.pool else [_one(w) for w in work]
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool:
+            self.pool.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-plots", dest="plots", action="store_false")
     p.add_argument("--jobs", type=int, default=1, help="simulations run at once (default 1)")
+    p.add_argument("--oracle", action="store_true",
+                   help="add the best oracle at each load (the clairvoyant searched over programs in service)")
     add_host_tier_flags(p)
     add_policy_flags(p)
     a = p.parse_args(argv)
@@ -137,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--policies: {exc}")
     t0 = time.perf_counter()
     results = sweep(programs, pols, rates, a.profile, a.seed, a.progress, overrides, a.jobs, a.cpu_kv_gib,
-                    a.cpu_eviction)
+                    a.cpu_eviction, a.oracle)
     wall = time.perf_counter() - t0
     notes = [f"simulated: {len(programs)} programs of {a.trace}, profile {a.profile}, seed {a.seed}; "
              f"{len(results)} runs in {wall:.0f} s of wall time on this machine"
              + (f"; host KV tier {a.cpu_kv_gib:g} GiB per engine ({a.cpu_eviction})" if a.cpu_kv_gib else "")]
+    notes += [f"below the best oracle (it missed something): {row}" for row in best_oracle.below_oracle(results)]
     report = write_sim_report(results, Path(a.out), f"Simulator: {a.profile}", notes, a.plots)
     print(sim_table(results))
     print(f"report: {report}")
