@@ -66,8 +66,8 @@ def test_write_through_stores_every_full_prompt_block():
     stats = engine.core.host_tier_stats()
     # offload_prompt_only (vLLM's default): the prompt's 10 full blocks, not its partial tail nor the outputs.
     assert stats["stored_bytes"] == 10 * link.block_bytes and stats["loads"] == 0
-    assert stats["stores"] == 1  # one prefill step, one store job: latency + 20 MiB over the 64 GB/s link
-    assert stats["store_busy_s"] == pytest.approx(10e-6 + 10 * 2 * 2**20 / 64e9, rel=1e-12)
+    assert stats["stores"] == 1  # one prefill step, one store job: latency + 20 MiB over the 55.2 GB/s link
+    assert stats["store_busy_s"] == pytest.approx(10e-6 + 10 * 2 * 2**20 / 55.2e9, rel=1e-12)
     assert stats["blocks"] == (1 << 30) // link.block_bytes
     assert len(cpu_chunks(engine)) == 10 and all(c.ref_cnt == 0 for c in cpu_chunks(engine))
     assert not engine.core.has_work()  # the stores were drained after the last turn
@@ -104,7 +104,7 @@ def test_returning_turn_loads_its_prefix_from_cpu_at_the_link_time():
     turn = engine.progs[0].record.turns[1]
     link = HostLink.of(core.profile)
     load_s = link.gpu.host_copy_s(10 * link.rank_block_bytes, True)  # 10 blocks: latency + bytes / bandwidth
-    assert load_s == pytest.approx(10e-6 + 10 * 2 * 2**20 / 64e9)
+    assert load_s == pytest.approx(10e-6 + 10 * 2 * 2**20 / 55.3e9)
     t_arrive = turn.sent_s
     waiting = [t for t, status, _ in seen if status == RequestStatus.WAITING_FOR_REMOTE_KVS]
     assert waiting and waiting[0] == pytest.approx(t_arrive)

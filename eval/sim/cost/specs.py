@@ -88,23 +88,28 @@ LLAMA_3_1_70B = ModelSpec("llama-3.1-70b", layers=80, hidden=8192, heads=64, kv_
 # Host-link latency: one cudaMemcpyAsync's launch and DMA setup, about 10 us (an assumption of that order; no
 # measurement here resolves it, and it only matters for copies far below a megabyte).
 HOST_LINK_LATENCY_S = 10e-6
+# One convention for every host link: what pinned copies achieve, not the datasheet peak. Measured on the H200's
+# PCIe Gen5 x16 (55.3 GB/s host to device, 55.2 GB/s back; see H200 below): 86% of the 64 GB/s per-direction peak.
+# GPUs on the same link take those rates; a GPU on another PCIe generation takes that share of its peak.
+PCIE5_H2D, PCIE5_D2H = 55.3e9, 55.2e9
+PINNED_COPY_SHARE = PCIE5_H2D / 64e9
 
 # H100 SXM5 80 GB: 989 TFLOP/s dense BF16, 3.35 TB/s HBM3, NVLink 4 at 900 GB/s (450 GB/s each way).
-# Host link: PCIe Gen5 x16, 128 GB/s both ways together in NVIDIA's datasheet (32 GT/s x 16 lanes, 64 GB/s each
-# way): the link's peak; pinned copies reach about 86% of it (55 GB/s, the H200 measurement below, same link).
+# Host link: PCIe Gen5 x16 (64 GB/s each way at its peak), the H200's link: its measured pinned-copy rates.
 H100 = GPUSpec("h100-sxm-80gb", bf16_flops=989e12, mem_bw=3.35e12, mem_bytes=int(79.19 * GiB), link_bw=450e9,
-               host_to_device_bw=64e9, device_to_host_bw=64e9, host_link_latency_s=HOST_LINK_LATENCY_S)
+               host_to_device_bw=PCIE5_H2D, device_to_host_bw=PCIE5_D2H, host_link_latency_s=HOST_LINK_LATENCY_S)
 # A100 SXM4 80 GB: 312 TFLOP/s dense BF16, 2.04 TB/s HBM2e, NVLink 3 at 600 GB/s (300 GB/s each way).
-# Host link: PCIe Gen4 x16, 64 GB/s both ways together in NVIDIA's datasheet (32 GB/s each way, the link's peak).
+# Host link: PCIe Gen4 x16 (32 GB/s each way at its peak), at the share of the peak pinned copies reach on Gen5.
 A100 = GPUSpec("a100-sxm-80gb", bf16_flops=312e12, mem_bw=2.039e12, mem_bytes=int(79.15 * GiB), link_bw=300e9,
-               host_to_device_bw=32e9, device_to_host_bw=32e9, host_link_latency_s=HOST_LINK_LATENCY_S)
+               host_to_device_bw=PINNED_COPY_SHARE * 32e9, device_to_host_bw=PINNED_COPY_SHARE * 32e9,
+               host_link_latency_s=HOST_LINK_LATENCY_S)
 # H200 SXM 141 GB: the H100's die (989 TFLOP/s dense BF16, NVLink 4 at 450 GB/s each way) with 141 GB of HBM3e at
 # 4.8 TB/s (NVIDIA's datasheet); CUDA reports 143,771 MiB. Host link (PCIe Gen5 x16): the pinned-memory copy
 # rates measured on one H200 (1 GiB copies: 55.3 GB/s host to device, 55.2 GB/s device to host; 4,096
 # scattered 16-token KV blocks gathered into pinned memory first: 55.1 GB/s), see
 # eval/sim/fitted/h200-llama-3.1-8b-measured.json.
 H200 = GPUSpec("h200-sxm-141gb", bf16_flops=989e12, mem_bw=4.8e12, mem_bytes=143771 * (1 << 20), link_bw=450e9,
-               host_to_device_bw=55.3e9, device_to_host_bw=55.2e9, host_link_latency_s=HOST_LINK_LATENCY_S)
+               host_to_device_bw=PCIE5_H2D, device_to_host_bw=PCIE5_D2H, host_link_latency_s=HOST_LINK_LATENCY_S)
 
 MODELS = {m.name: m for m in (LLAMA_3_1_8B, LLAMA_3_1_70B)}
 GPUS = {"h100": H100, "a100": A100, "h200": H200}
