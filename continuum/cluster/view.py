@@ -1,0 +1,83 @@
+"""The cluster's one view: a small HTTP server beside the router with `/continuum/stats` and `/metrics` of them all.
+
+The router forwards every path to one replica (by the session hash), so a replica's `/continuum/stats` through
+the router is that replica's view only. This server asks every replica at once (`continuum.cluster.fanout`) and
+merges (`stats_merge`, `metrics_merge`). Which replicas: those `continuum cluster` was given or started, and any
+the router has taken on since (its ``POST /add_worker``), read from the router's ``GET /list_workers`` on each
+request; a replica the router knows to be down is still asked, and named as missing.
+`continuum cluster` runs it in a thread of its own process (``--stats-port``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Sequence
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from continuum.cluster import metrics_merge, stats_merge
+from continuum.cluster.fanout import DEFAULT_TIMEOUT_S, fan_out, forwarded
+
+
+async def members(configured: Sequence[str], router: str | None, timeout_s: float = 1.0) -> list[str]:
+    """``configured``, then the router's other workers (none if the router does not answer)."""
+    found = [u.rstrip("/") for u in configured]
+    if router:
+        try:
+            async with httpx.AsyncClient(timeout=timeout_s) as client:
+                urls = (await client.get(router.rstrip("/") + "/list_workers")).json().get("urls", [])
+        except (httpx.HTTPError, ValueError, AttributeError):
+            urls = []
+        found += [u.rstrip("/") for u in urls if isinstance(u, str) and u.rstrip("/") not in found]
+    return found
+
+
+def cluster_app(replicas: Sequence[str], router: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> FastAPI:
+    app = FastAPI(title="continuum cluster view")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"replicas": len(await members(replicas, router))}
+
+    @app.get("/continuum/stats")
+    async def stats(request: Request) -> JSONResponse:
+        answers = await fan_out(await members(replicas, router), "/continuum/stats", forwarded(request.headers),
+                                timeout_s)
+        status, body = stats_merge.merge(answers)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        answers = await fan_out(await members(replicas, router), "/metrics", timeout_s=timeout_s)
+        return PlainTextResponse(metrics_merge.merge(answers), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class ViewServer:
+    """``cluster_app`` served by uvicorn in a daemon thread (the cluster's own process stays one process)."""
+
+    def __init__(self, app: FastAPI, port: int, host: str = "127.0.0.1") -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    access_log=False))
+        self.base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        self.thread = threading.Thread(target=self.server.run, name="continuum-cluster-view", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> "ViewServer":
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster's stats server did not start on {self.base_url}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(10.0)
