@@ -3,7 +3,8 @@
 vLLM's API server balances requests over data-parallel ranks by load, so a program's turns would scatter and its
 pinned KV would sit on a rank its next turn never reaches. vLLM accepts a rank per request in the
 ``X-data-parallel-rank`` header (meant for routers); this middleware sets it for every completion request that
-names a program (``session_id`` body field, ``X-Session-ID`` header or ``vllm_xargs.session_id``): the program's
+names a program (``session_id`` body field, ``X-Session-ID`` header or ``vllm_xargs.session_id``, else a hint
+dialect's name for it, `continuum.http.dialects`): the program's
 rank, by `continuum.cluster.affinity.SessionAffinity` (a hash of the session id; the least loaded rank only when that
 one is overloaded, and the program stays where it went). Load is what this API server has in flight on each rank.
 A request that already carries the header (a router's choice) is left alone. Ending a session forgets its rank.
@@ -17,7 +18,10 @@ import re
 from typing import Any, Callable
 from urllib.parse import unquote
 
+from starlette.datastructures import Headers
+
 from continuum.cluster.affinity import SessionAffinity
+from continuum.http.dialects import program_named
 from continuum.http.middleware import PROGRAM_PATHS, parse_json, program_id_of, read_body, replaying
 from continuum.policy.config import ContinuumConfig
 
@@ -43,7 +47,9 @@ class DPAffinityMiddleware:
         if method != "POST" or path not in PROGRAM_PATHS or any(k.lower() == RANK_HEADER for k, _ in headers):
             return await self.app(scope, receive, send)
         raw, more = await read_body(receive)
-        rank = self.affinity.pick(program_id_of(scope, parse_json(raw)), self.in_flight)
+        body = parse_json(raw)
+        rank = self.affinity.pick(program_id_of(scope, body) or program_named(Headers(scope=scope), body),
+                                  self.in_flight)
         scope = {**scope, "headers": [*headers, (RANK_HEADER, str(rank).encode())]}
         self.in_flight[rank] += 1
         done = False

@@ -4,6 +4,8 @@ The middleware sits in front of vLLM's app. On its first call it adds Continuum'
 vLLM's app, where vLLM's authentication applies to them. Then, for each request:
 
 - it validates Continuum's fields of a program request (bad input -> 400 naming the field, before vLLM sees it);
+- it maps the hint dialects of other stacks (Dynamo, llm-d's agent headers, vLLM's kv_hints) onto Continuum's
+  program id and ``vllm_xargs`` hints, before tenants are applied (`continuum.http.dialects`);
 - with API keys, it qualifies every session id the request carries (body ``session_id``, ``X-Session-ID``,
   ``vllm_xargs.session_id``) with the caller's tenant, so the scheduler keeps tenants apart (`continuum.tenancy`),
   and salts a program request's prefix cache with the tenant (vLLM's ``cache_salt``): a tenant's pinned KV is
@@ -16,7 +18,8 @@ vLLM's app, where vLLM's authentication applies to them. Then, for each request:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.datastructures import Headers
@@ -24,7 +27,7 @@ from starlette.datastructures import Headers
 from continuum.control.channel import ControlClient
 from continuum.control.dp import DPControlClient, control_client
 from continuum.control.messages import OkReply, StatsQuery
-from continuum.http import beam_patience
+from continuum.http import beam_patience, dialects
 from continuum.http.keys import Keys
 from continuum.http.metrics import ContinuumCollector
 from continuum.http.routes import error_body
@@ -50,6 +53,7 @@ class ContinuumState:
     keys: Keys
     control: ControlClient | DPControlClient | None
     collector: ContinuumCollector | None
+    hints: Counter = field(default_factory=Counter)  # requests per hint dialect, pre-warms asked for (stats)
 
 
 class ContinuumMiddleware:
@@ -98,19 +102,25 @@ class ContinuumMiddleware:
         if not (program_path or keys.enabled):
             return await self.app(scope, receive, send)
         raw, more = await read_body(receive)
-        body = parse_json(raw)
+        body, changed = parse_json(raw), False
         if program_path:
             try:
                 for value in header_values(scope, b"x-session-id"):
                     check_session_id(value, "X-Session-ID")
                 check_completion_request({}, body)
+                spoken = dialects.read(Headers(scope=scope), body)
             except BadRequest as exc:
                 return await send_json(send, 400, error_body(400, str(exc), exc.param))
+            # Before tenants: a program a dialect names is qualified like any other.
+            changed = dialects.apply(body, spoken, named=program_id_of(scope, body) is not None)
+            self.state.hints.update(spoken.counts)
         if who.tenant is not None:
             scope = self._qualified_headers(scope, who)
             if isinstance(body, dict) and qualify_body(body, who, salt=program_path):
-                raw = json.dumps(body).encode()
-                scope = with_header(scope, b"content-length", str(len(raw)).encode())
+                changed = True
+        if changed:
+            raw = json.dumps(body).encode()
+            scope = with_header(scope, b"content-length", str(len(raw)).encode())
         receive = replaying(raw, more, receive)
         program = program_id_of(scope, body) if program_path and self.control is not None else None
         if program is not None:

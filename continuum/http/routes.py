@@ -44,7 +44,7 @@ class SessionIdPath(Convertor):
 register_url_convertor("session_id", SessionIdPath())
 router = APIRouter()
 # What a tenant's stats keep besides their own programs: aggregates that name no other tenant's session or tool.
-TENANT_STATS = ("config", "pins", "kv", "sched_step_ms")
+TENANT_STATS = ("config", "pins", "kv", "sched_step_ms", "hints")
 
 
 def error_body(status: int, message: str, param: str | None = None) -> dict:
@@ -113,7 +113,9 @@ async def stats(request: Request) -> JSONResponse:
         status = reply.status if isinstance(reply, ErrorReply) and reply.status is not None else UNAVAILABLE
         message = reply.error if isinstance(reply, ErrorReply) and reply.error else "the scheduler gave no stats"
         return error(status, message)
-    return JSONResponse(stats_for(who, dict(reply.stats)))
+    # This API process's count of requests per hint dialect (`continuum.http.dialects`), pre-warms asked included.
+    hints = dict(request.app.state.continuum.hints)
+    return JSONResponse(stats_for(who, {**reply.stats, "hints": hints}))
 
 
 def shown_state(who: Caller, state: dict) -> dict:

@@ -1,7 +1,8 @@
 """Continuum's request fields, validated by pydantic before vLLM sees them: bad input is a 400 naming the field.
 
 Only Continuum's own fields are checked here (the program id in the body, the ``X-Session-ID`` header or
-``vllm_xargs.session_id``, and the hints in ``vllm_xargs``); every other field is vLLM's to validate.
+``vllm_xargs.session_id``, and the hints in ``vllm_xargs``); every other field is vLLM's to validate. The hint
+dialects of other stacks are checked, and mapped onto these fields, by `continuum.http.dialects`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 
 MAX_SESSION_ID = 256
 MAX_TOOL_NAME = 256
+MAX_RETAIN_S = 30 * 24 * 3600.0  # vLLM's own bound on a kv.retain duration (vllm/v1/kv_hints/retain.py)
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -46,6 +48,10 @@ class Hints(BaseModel):
     # Latency-sensitive or best-effort (the ls-be classes); beam search patience (`continuum.http.beam_patience`).
     class_: Literal["ls", "be"] | None = Field(None, alias="class")
     patience: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False, strict=True)] | None = None
+    # The turn's expected output tokens, and how long to pin its KV once it finishes (0: do not, and end the
+    # program's pin): what Dynamo's ``osl`` and a kv_hints retain or release map to (`continuum.sched.turns`).
+    osl: Annotated[int, Field(ge=0, strict=True)] | None = None
+    retain_s: Annotated[float, Field(ge=0, le=MAX_RETAIN_S, allow_inf_nan=False, strict=True)] | None = None
 
 
 class ProgramFields(BaseModel):

@@ -17,7 +17,8 @@ def program_id_of(request: Request) -> str | None:
 
 
 def hints_of(request: Request) -> dict[str, Any]:
-    """Continuum's client hints (``is_last_step``, ``tool``, ``tool_s``, ``class``) from ``vllm_xargs``."""
+    """Continuum's client hints (``is_last_step``, ``tool``, ``tool_s``, ``class``, ``osl``, ``retain_s``) from
+    ``vllm_xargs`` (where `continuum.http.dialects` also puts what other stacks' hints say)."""
     params = request.sampling_params
     return dict(params.extra_args or {}) if params is not None else {}
 
@@ -45,6 +46,7 @@ class Program:
     progress: Progress = field(default_factory=Progress)  # what the remaining-work predictor sees
     prediction: Prediction | None = None  # its remaining work, refreshed when a turn arrives or finishes
     future: dict[str, Any] | None = None  # the true future, when a clairvoyant client tells it (simulator)
+    retain_s: float | None = None  # the client's pin TTL for its latest turn (``retain_s``; 0: none), if it gave one
 
     def summary(self) -> dict:
         return {

@@ -13,6 +13,11 @@ admission already reserves its working set, else the TTL rule's answer. A turn w
 that is not a stop string) is not coming back: its program's pin goes. A last step, or the client's word, ends
 the program.
 
+A client's own numbers win over the models': ``osl`` is its turn's expected output (the turn's share of the
+working set admission counts), ``retain_s`` the TTL of its finished turn's pin (0: no pin, and the program's pin
+ends), held to the pin cap and the tenant's quota like any pin. `continuum.http.dialects` maps other stacks'
+hints onto them (Dynamo's ``osl``, a vLLM kv_hints retain or release).
+
 The component reads the scheduler through `continuum.sched.view.SchedulerView` and is given the program
 registry, the pins and the admission component it acts on.
 """
@@ -63,10 +68,18 @@ class Turns:
             self.work_model.observe_gap(now - prog.last_arrival)
             prog.progress.seconds = now - prog.first_arrival
         prog.last_arrival = now
-        prog.context_tokens = request.num_prompt_tokens + self.work_model.expected_output(request.max_tokens or 0)
+        prog.context_tokens = request.num_prompt_tokens + self.expected_output(request, hints)
         prog.prediction = self.predict(prog, hints, finished=False)
         self.admission.arrive(request, prog)
         return prog
+
+    def expected_output(self, request: Request, hints: dict) -> int:
+        """Tokens the turn will likely generate: the client's ``osl`` when it gives one, else the work model's
+        mean over the turns seen; never more than the turn may generate."""
+        limit, osl = request.max_tokens or 0, hints.get("osl")
+        if isinstance(osl, int) and osl >= 0:
+            return min(osl, limit) if limit else osl
+        return self.work_model.expected_output(limit)
 
     def admitted(self, request_id: str, now: float) -> None:
         """A turn was admitted: if it had lost its KV, its wait is a miss delay the TTL rule learns from."""
@@ -100,6 +113,10 @@ class Turns:
         hints = hints_of(request)
         blocks = self.view.finished_blocks(request)
         prog.last_tool = hints.get("tool") if isinstance(hints.get("tool"), str) else None
+        retain = hints.get("retain_s")
+        prog.retain_s = float(retain) if isinstance(retain, (int, float)) and retain >= 0 else None
+        if prog.retain_s == 0:
+            self.pins.release(prog.program_id, "end")  # the client released the program's KV
         ttl_s, benefit = self.decide(prog, request.num_tokens, hints)
         if blocks and ttl_s > 0:
             self.pins.pin(prog.program_id, blocks, self.view.clock(), ttl_s, benefit, prog.order)
@@ -107,6 +124,8 @@ class Turns:
     def decide(self, prog: Program, context_tokens: int, hints: dict) -> tuple[float, float]:
         """(TTL in seconds, expected seconds a pin saves) for the program's finished turn."""
         last = bool(hints.get("is_last_step"))
+        if prog.retain_s is not None and not last:  # the client's word (`continuum.http.dialects`) over any rule
+            return prog.retain_s, self.retention.reload_model.seconds(context_tokens)
         if self.config.ttl_mode == "oracle":
             tool_s = hints.get("tool_s")
             if last or not isinstance(tool_s, (int, float)):
