@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 from starlette.datastructures import Headers
 
-from continuum.http.validation import MAX_RETAIN_S, BadRequest, SessionId, _bad_request, check_session_id
+from continuum.http.validation import MAX_RETAIN_S, BadRequest, SessionId, bad_request, check_session_id
 
 DYNAMO_HEADER = "x-dynamo-session-id"
 AGENT_HEADERS = ("x-claude-code-session-id", "x-session-affinity", "session-id", "session_id")  # llm-d's order
@@ -94,7 +94,7 @@ def _parse(model: type[BaseModel], value: Any, param: str) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        raise _bad_request(exc, param) from None
+        raise bad_request(exc, param) from None
 
 
 def _header(headers: Headers, name: str) -> str | None:

@@ -66,7 +66,8 @@ class ProgramFields(BaseModel):
 _SESSION_ID = TypeAdapter(SessionId)
 
 
-def _bad_request(exc: ValidationError, prefix: str = "") -> BadRequest:
+def bad_request(exc: ValidationError, prefix: str = "") -> BadRequest:
+    """A 400 naming the first field pydantic rejected (under ``prefix``, the parameter it came in)."""
     err = exc.errors()[0]
     path = [str(p) for p in err["loc"]]
     param = ".".join([prefix] * bool(prefix) + path) or prefix
@@ -81,7 +82,7 @@ def check_session_id(value: Any, param: str) -> str:
     try:
         return _SESSION_ID.validate_python(value)
     except ValidationError as exc:
-        raise _bad_request(exc, param) from None
+        raise bad_request(exc, param) from None
 
 
 def check_completion_request(headers: dict[str, str], body: Any) -> None:
@@ -93,4 +94,4 @@ def check_completion_request(headers: dict[str, str], body: Any) -> None:
     try:
         ProgramFields.model_validate(body)
     except ValidationError as exc:
-        raise _bad_request(exc) from None
+        raise bad_request(exc) from None
