@@ -36,8 +36,9 @@ from typing import Any
 __all__ = ["RELEASE_REASONS", "PinInfo", "PinResult", "PinTable"]
 
 #: Why a pin ends: the program returned and was admitted, it ended, it was aborted,
-#: memory was needed, its TTL ran out, or the prefix cache was reset.
-RELEASE_REASONS = ("hit", "end", "abort", "pressure", "expired", "reset")
+#: memory was needed, its TTL ran out, the prefix cache was reset, or its KV was parked
+#: in a host-memory tier instead (retention learnt it is worth more there).
+RELEASE_REASONS = ("hit", "end", "abort", "pressure", "expired", "reset", "park")
 
 _COUNTER_OF_REASON = {
     "hit": "hit",
@@ -46,6 +47,7 @@ _COUNTER_OF_REASON = {
     "pressure": "released_pressure",
     "expired": "expired",
     "reset": "released_reset",
+    "park": "released_park",
 }
 
 _COUNTERS = (
@@ -56,6 +58,7 @@ _COUNTERS = (
     "released_pressure",
     "released_abort",
     "released_reset",
+    "released_park",
     "replaced",  # pins replaced by a new pin of the same program
     "truncated",  # pins cut short by the cap
     "refused",  # pins refused entirely by the cap

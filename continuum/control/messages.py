@@ -159,6 +159,7 @@ class Stats(TypedDict, total=False):
     balance: dict[str, Any]
     phase: dict[str, Any] | None
     preempted_for_waiting: int
+    host_tier: dict[str, Any] | None  # parks and prefetches, with vLLM's host KV tier (continuum.sched.tier)
     sched_step_ms: StepTimes
     data_parallel_size: int  # merged only
     ranks: list[dict[str, Any]]  # merged only: each rank's stats without its programs

@@ -72,7 +72,13 @@ _COMPONENTS = [
     _c("retention", "fixed", "pin for --fixed-ttl seconds when the tool's mean duration is under it (public "
                              "Continuum code)"),
     _c("retention", "preserve", "pin until the program returns; released only by pressure or its end"),
-    _c("retention", "model", "the cost-benefit TTL rule over the tool's duration distribution (kvttl)"),
+    _c("retention", "model", "the cost-benefit TTL rule over the tool's duration distribution (kvttl); with "
+                             "vLLM's host KV tier, pin in GPU / park in host memory / drop (continuum.sched.tier)",
+       h2d_gbps=(55.3, "host tier: host-to-device GB/s of the link (measured pinned copies, PCIe Gen5 x16)"),
+       d2h_gbps=(55.2, "host tier: device-to-host GB/s of the link"),
+       link_latency_ms=(0.01, "host tier: fixed cost of one copy, ms"),
+       prefetch=(1, "host tier: 1 brings a parked program's KV back before its predicted return, 0 never"),
+       prefetch_quantile=(0.25, "host tier: the quantile of the tool's durations taken as its return")),
     _c("retention", "oracle", "pin for the true tool duration (the client's tool_s hint; simulator only)"),
     _c("ordering", "fcfs", "preempted first, then request arrival (vLLM's order)"),
     _c("ordering", "program-fcfs", "preempted, then returning turns of pinned programs, then program first "

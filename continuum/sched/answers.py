@@ -42,9 +42,9 @@ class SchedulerAnswers:
         pid = program_id_of(request)
         return self.programs.get(pid) if pid is not None else None
 
-    def is_pinned(self, request: Request) -> bool:
+    def kv_kept(self, request: Request) -> bool:
         pid = program_id_of(request)
-        return pid is not None and pid in self.pins
+        return pid is not None and (pid in self.pins or self.tier is not None and pid in self.tier.returning)
 
     def program_order(self, request: Request) -> float:
         prog = self.program_of(request)

@@ -94,7 +94,7 @@ def base_key(ordering: str, view: SchedulerView) -> Key:
 
     def program_fcfs(r: Request) -> tuple:
         # Preempted work first, then returning turns whose KV is pinned, then programs by first arrival.
-        tier = 0 if was_preempted(r) else 1 if view.is_pinned(r) else 2
+        tier = 0 if was_preempted(r) else 1 if view.kv_kept(r) else 2
         return (tier, view.program_order(r), r.arrival_time)
 
     def fcfs(r: Request) -> tuple:
@@ -108,7 +108,7 @@ def base_key(ordering: str, view: SchedulerView) -> Key:
         # Shortest predicted remaining work first, each second waited counting as a second less of work (aging):
         # work - (now - arrival). Every waiting request ages at the same rate, so ordering by work + arrival is
         # the same order at any time: the key is fixed while the request waits.
-        tier = 0 if was_preempted(r) else 1 if view.is_pinned(r) else 2
+        tier = 0 if was_preempted(r) else 1 if view.kv_kept(r) else 2
         prog = view.program_of(r)
         work = prog.prediction.seconds if prog is not None and prog.prediction is not None else 0.0
         return (tier, work + r.arrival_time, r.arrival_time)

@@ -20,6 +20,7 @@ from continuum.sched.phases import PhaseSwitch
 from continuum.sched.pins import KVPins
 from continuum.sched.preemption import Preemption
 from continuum.sched.programs import ProgramRegistry
+from continuum.sched.tier import HostTier
 from kvttl import TTLPolicy
 
 
@@ -34,6 +35,7 @@ class Reported(Protocol):
     balance: NoBalance
     phases: PhaseSwitch
     preemption: Preemption
+    tier: HostTier | None
     step_times: list[float]  # seconds per ``schedule()``, the latest few thousand
     kv_cache_manager: KVCacheManager
 
@@ -73,6 +75,7 @@ def stats(s: Reported) -> Stats:
         "balance": s.balance.state(),
         "phase": s.phases.state() if s.phases.enabled else None,
         "preempted_for_waiting": s.preemption.count,
+        "host_tier": s.tier.state() if s.tier is not None else None,
         "sched_step_ms": {"mean": 1e3 * sum(steps) / len(steps) if steps else 0.0,
                           "p99": 1e3 * steps[int(0.99 * (len(steps) - 1))] if steps else 0.0},
     }

@@ -18,7 +18,9 @@ overrides vLLM's seams and never copies ``schedule()``:
 - the constructor, ``add_request``, a turn's finish and a program's end: with vLLM's CPU KV tier under
   `continuum.sched.offload_policy.ProgramAwarePolicy`, the policy is told each program's predicted return and
   end (`continuum.sched.offload_policy.ProgramFeed`);
-- ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed (``turns`` again);
+- ``_free_request_blocks``: a finished turn's blocks are pinned for a TTL instead of freed (``turns`` again), or,
+  with vLLM's host KV tier, parked there; ``schedule`` issues the prefetches of parked programs that are due and
+  a finished prefetch's blocks are pinned until its program returns (`continuum.sched.tier`);
 - ``update_from_output``, ``finish_requests``: under the lock the control thread shares; after an output, the
   rank's running count is posted for balance;
 - ``reset_prefix_cache``: pins go first; ``shutdown``: the control channel and the rank board close.
@@ -65,6 +67,7 @@ from continuum.sched.pins import KVPins
 from continuum.sched.preemption import Preemption
 from continuum.sched.priority import Levels
 from continuum.sched.programs import Program, ProgramRegistry, hints_of, program_id_of
+from continuum.sched.tier import HostTier, is_prefetch
 from continuum.sched.turns import Turns
 from continuum.sched.view import Priority
 
@@ -107,8 +110,11 @@ class ContinuumMixin(SchedulerAnswers):
         self.levels.set_active(cfg.terms)
         self.classes = Classes(cfg, self)
         self.admission = ADMISSIONS[cfg.admission](cfg, self, self.classes)
+        # vLLM's host KV tier, when the engine has one and the TTL rule decides (pin, park in host memory, drop).
+        self.tier = HostTier.of(self.vllm_config, self.kv_cache_config, cfg) \
+            if self.pinning and cfg.ttl_mode == "model" else None
         # What a turn's arrival and finish teach, and how long a finished turn's KV stays pinned.
-        self.turns = Turns(cfg, self, self.programs, self.pins, self.admission)
+        self.turns = Turns(cfg, self, self.programs, self.pins, self.admission, self.tier)
         self.retention = self.turns.retention  # the stats report its predictor
         # Preemption picks max(priority, arrival): we set priority (see `_priority`).
         self.policy = SchedulingPolicy.PRIORITY
@@ -184,6 +190,9 @@ class ContinuumMixin(SchedulerAnswers):
             t0 = time.perf_counter()
             self.pins.expire(self.clock())
             self._end_idle_programs()
+            if self.tier is not None:
+                for prefetch in self.tier.due_prefetches(self.clock()):
+                    self.add_request(prefetch)
             if self.admission.step():
                 self.waiting.dirty = True
             self._prepare_order()
@@ -233,6 +242,8 @@ class ContinuumMixin(SchedulerAnswers):
             pid = program_id_of(request)
             if pid is not None and pid in self.pins:
                 self.pins.release(pid, "hit")
+            if pid is not None and self.tier is not None:
+                self.tier.admitted(pid)
             self.turns.admitted(new.req_id, now)
             if (prog := self.programs.get(pid)) is not None:
                 prog.cached_tokens += new.num_computed_tokens
@@ -254,7 +265,9 @@ class ContinuumMixin(SchedulerAnswers):
                 return None
 
     def _free_request_blocks(self, request: Request) -> None:
-        if request.is_finished() and self.pinning:
+        if self.tier is not None and is_prefetch(request.request_id):
+            self._pin_prefetched(request)
+        elif request.is_finished() and self.pinning:
             client_gone = request.request_id in self.gone
             self.gone.discard(request.request_id)
             self.turns.pin_finished(request, client_gone)
@@ -300,6 +313,17 @@ class ContinuumMixin(SchedulerAnswers):
             self.control.close()
         self.balance.close()
         super().shutdown()
+
+    def _pin_prefetched(self, request: Request) -> None:
+        """A prefetch finished: its blocks (its program's KV, back from host memory) stay until the return."""
+        found = self.tier.prefetched(request.request_id) if request.is_finished() else None
+        prog = self.programs.get(found[0]) if found is not None else None
+        if prog is None or prog.ended or prog.running:
+            return
+        blocks = self.finished_blocks(request)
+        if blocks:
+            self.pins.pin(prog.program_id, blocks, self.clock(), found[1],
+                          self.retention.reload_model.seconds(request.num_tokens), prog.order)
 
     # -- programs -----------------------------------------------------------------------------------------
     def _pin_changed(self, program_id: str) -> None:

@@ -9,7 +9,10 @@ for the clairvoyant (``work = oracle``) the client's true future replaces it.
 
 When a turn finishes, its full, hashed blocks are pinned for the TTL the retention mode chooses: the true tool
 duration under ``oracle`` (a little more: the turn must still be admitted), until the program returns when
-admission already reserves its working set, else the TTL rule's answer. A turn whose client gave up (an abort
+admission already reserves its working set, else the TTL rule's answer. With vLLM's host KV tier
+(`continuum.sched.tier`) the rule chooses among pinning, parking in host memory (the GPU blocks go; a prefetch
+may bring them back before the return) and dropping; a program admission reserves stays pinned, since its
+working set is set aside whether its blocks are held or not. A turn whose client gave up (an abort
 that is not a stop string) is not coming back: its program's pin goes. A last step, or the client's word, ends
 the program.
 
@@ -25,6 +28,7 @@ registry, the pins and the admission component it acts on.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from vllm.v1.request import Request, RequestStatus
 
@@ -33,16 +37,28 @@ from continuum.policy.config import ContinuumConfig
 from continuum.sched.admission import OpenAdmission
 from continuum.sched.pins import KVPins
 from continuum.sched.programs import Program, ProgramRegistry, hints_of
+from continuum.sched.tier import HostTier
 from continuum.sched.view import SchedulerView
 from kvttl import Prediction, ProgramWork, ReloadCostModel, TTLPolicy, oracle_prediction
 
 ORACLE_SLACK_S = 0.05  # the oracle pins a little past the true return time: the turn still has to be admitted
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Where a finished turn's KV stays: "gpu" (pinned), "cpu" (parked in the host tier) or "drop"; for how long,
+    and the seconds holding it is expected to save."""
+
+    tier: str
+    ttl_s: float
+    benefit_s: float
+
+
 class Turns:
     def __init__(self, cfg: ContinuumConfig, view: SchedulerView, programs: ProgramRegistry, pins: KVPins,
-                 admission: OpenAdmission) -> None:
+                 admission: OpenAdmission, tier: HostTier | None = None) -> None:
         self.config = cfg
+        self.tier = tier  # vLLM's host KV tier, if the engine has one
         self.view = view
         self.programs = programs
         self.pins = pins
@@ -64,6 +80,8 @@ class Turns:
             self.retention.observe_tool(prog.last_tool, max(0.0, now - prog.last_finish))
             if pid not in self.pins:
                 self.miss_waits[request.request_id] = now
+            if self.tier is not None:
+                self.tier.returned(pid, pid in self.pins)
         if prog.turns > 1:
             self.work_model.observe_gap(now - prog.last_arrival)
             prog.progress.seconds = now - prog.first_arrival
@@ -117,26 +135,37 @@ class Turns:
         prog.retain_s = float(retain) if isinstance(retain, (int, float)) and retain >= 0 else None
         if prog.retain_s == 0:
             self.pins.release(prog.program_id, "end")  # the client released the program's KV
-        ttl_s, benefit = self.decide(prog, request.num_tokens, hints)
-        if blocks and ttl_s > 0:
-            self.pins.pin(prog.program_id, blocks, self.view.clock(), ttl_s, benefit, prog.order)
+        hold = self.decide(prog, request.num_tokens, hints)
+        now = self.view.clock()
+        if hold.tier == "gpu" and blocks and hold.ttl_s > 0:
+            self.pins.pin(prog.program_id, blocks, now, hold.ttl_s, hold.benefit_s, prog.order)
+        elif hold.tier == "cpu" and self.tier is not None:
+            self.pins.release(prog.program_id, "park")
+            self.tier.park(prog.program_id, request, self.retention.predictor.samples_for(prog.last_tool), now)
 
-    def decide(self, prog: Program, context_tokens: int, hints: dict) -> tuple[float, float]:
-        """(TTL in seconds, expected seconds a pin saves) for the program's finished turn."""
+    def decide(self, prog: Program, context_tokens: int, hints: dict) -> Hold:
+        """Where the program's finished turn's KV stays, for how long, and what holding it is expected to save."""
         last = bool(hints.get("is_last_step"))
         if prog.retain_s is not None and not last:  # the client's word (`continuum.http.dialects`) over any rule
-            return prog.retain_s, self.retention.reload_model.seconds(context_tokens)
+            return Hold("gpu" if prog.retain_s > 0 else "drop", prog.retain_s,
+                        self.retention.reload_model.seconds(context_tokens))
         if self.config.ttl_mode == "oracle":
             tool_s = hints.get("tool_s")
             if last or not isinstance(tool_s, (int, float)):
-                return 0.0, 0.0
-            return float(tool_s) + ORACLE_SLACK_S, self.retention.reload_model.seconds(context_tokens)
+                return Hold("drop", 0.0, 0.0)
+            return Hold("gpu", float(tool_s) + ORACLE_SLACK_S, self.retention.reload_model.seconds(context_tokens))
         if self.config.ttl_mode == "model" and self.admission.reserves(prog) and not last:
             # The rule weighs what a pin saves against the memory it holds meanwhile. Admission has already set
             # this program's working set aside, so holding it costs the others nothing: keep it until return.
-            return math.inf, self.retention.reload_model.seconds(context_tokens)
-        decision = self.retention.decide(prog.last_tool, context_tokens, prog.finished_turns + 1, last_step=last)
-        return decision.ttl_s, decision.benefit_s
+            return Hold("gpu", math.inf, self.retention.reload_model.seconds(context_tokens))
+        turns_done = prog.finished_turns + 1
+        if self.tier is not None:
+            t = self.tier
+            d = self.retention.decide_tier(prog.last_tool, context_tokens, t.bytes_per_token, turns_done, last,
+                                           t.link, t.cpu_price)
+            return Hold(d.tier, d.ttl_s, d.benefit_s)
+        decision = self.retention.decide(prog.last_tool, context_tokens, turns_done, last_step=last)
+        return Hold("gpu" if decision.pin else "drop", decision.ttl_s, decision.benefit_s)
 
     def finished(self, prog: Program, request: Request) -> None:
         """The program's turn is over (its request freed): learn its latency and growth; a last step ends it."""
@@ -159,14 +188,20 @@ class Turns:
         prog.last_tool = tool
         pin = self.pins.table.get(prog.program_id)
         if pin is not None and self.config.ttl_mode in ("model", "fixed"):
-            ttl_s, benefit = self.decide(prog, prog.last_context_tokens, {})
-            self.pins.pin(prog.program_id, list(pin.blocks), pin.pinned_at, ttl_s, benefit, prog.order)
+            hold = self.decide(prog, prog.last_context_tokens, {})
+            if hold.tier == "cpu":  # a slower tool than a pin pays for: the host copy stays (no prefetch here)
+                self.pins.release(prog.program_id, "park")
+            else:
+                self.pins.pin(prog.program_id, list(pin.blocks), pin.pinned_at, hold.ttl_s, hold.benefit_s,
+                              prog.order)
 
     # -- the program ends ----------------------------------------------------------------------------------
     def end(self, prog: Program) -> None:
         """The program is over (last step, the client's word, or idle): its pin and its admission go."""
         self.pins.release(prog.program_id, "end")
         self.admission.end(prog)
+        if self.tier is not None:
+            self.tier.forget(prog.program_id)
         if not prog.ended:
             self.retention.observe_program_end(prog.finished_turns)
             self.programs.end(prog.program_id, self.view.clock())

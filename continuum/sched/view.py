@@ -53,8 +53,9 @@ class SchedulerView(Protocol):
     def program_of(self, request: Request) -> Program | None:
         ...
 
-    def is_pinned(self, request: Request) -> bool:
-        """Whether the request's program has KV pinned (a returning turn whose prefix is held)."""
+    def kv_kept(self, request: Request) -> bool:
+        """Whether the request's program had its KV kept for it: pinned in GPU memory, or parked in the host tier
+        (a returning turn whose prefix is held)."""
         ...
 
     def program_order(self, request: Request) -> float:

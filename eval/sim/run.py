@@ -100,7 +100,9 @@ def host_tier_line(result: dict) -> str:
     if not t:
         return ""
     return (f", host tier {t['cpu_kv_gib']:g} GiB: {t['stored_bytes'] / 1e9:.1f} GB stored, "
-            f"{t['loaded_bytes'] / 1e9:.1f} GB loaded, {t['cpu_hit_tokens']:,} CPU-hit tokens")
+            f"{t['loaded_bytes'] / 1e9:.1f} GB loaded, {t['cpu_hit_tokens']:,} CPU-hit tokens"
+            + ("" if not (r := t.get("retention")) else f"; {r['parked']} parked, {r['prefetches']} prefetches "
+               f"({r['in_time']} in time, {r['late']} late, {r['wasted']} wasted)"))
 
 
 def _sum_counters(dicts: Sequence[dict | None]) -> dict | None:
@@ -158,5 +160,8 @@ def engines_result(engines: Sequence[EngineCore], sim_programs: Sequence, policy
     if tiers:
         result["host_tier"] = {"cpu_kv_gib": tiers[0]["cpu_kv_gib"], "blocks": tiers[0]["blocks"],
                                "eviction": engines[0].cpu_eviction,
-                               **{k: sum(t[k] for t in tiers) for k in tiers[0] if k not in ("cpu_kv_gib", "blocks")}}
+                               **{k: sum(t[k] for t in tiers) for k in tiers[0]
+                                  if k not in ("cpu_kv_gib", "blocks", "retention")}}
+        if any("retention" in t for t in tiers):  # parks and prefetches (continuum.sched.tier)
+            result["host_tier"]["retention"] = _sum_counters([t.get("retention") for t in tiers])
     return result

@@ -102,10 +102,11 @@ def _one(job: tuple) -> dict[str, Any]:
 
 def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profile: str, seed: int,
           progress: bool = True, overrides: dict | None = None, jobs: int = 1, cpu_kv_gib: float | None = None,
-          cpu_eviction: str = "lru", oracle: bool = False) -> list[dict[str, Any]]:
+          cpu_eviction: str = "lru", oracle: bool = False, oracle_grid: Sequence[int] = best_oracle.GRID,
+          oracle_rounds: int = 2) -> list[dict[str, Any]]:
     """Every policy at every rate; ``jobs`` > 1 runs that many simulations at once (separate processes).
     ``cpu_kv_gib``: every engine with vLLM's host KV tier of that size. ``oracle``: the best oracle at every rate
-    too (its rows' policy is ``best-oracle``)."""
+    too (its rows' policy is ``best-oracle``), searched over ``oracle_grid`` and ``oracle_rounds`` refinements."""
     tier = {"cpu_kv_gib": cpu_kv_gib, "cpu_eviction": cpu_eviction}
     with Runner(jobs) as runner:
         results = runner.map([(programs, pol, profile, jps, seed, progress and jobs == 1, overrides or {}, tier)
@@ -114,7 +115,7 @@ def sweep(programs: list, policies: Sequence[str], rates: Sequence[float], profi
             for jps in rates:
                 def at_load(batch: list[tuple[str, dict]], jps: float = jps) -> list[dict[str, Any]]:
                     return runner.map([(programs, pol, profile, jps, seed, False, ov, tier) for pol, ov in batch])
-                results.append(best_oracle.search(at_load, overrides))
+                results.append(best_oracle.search(at_load, overrides, oracle_grid, oracle_rounds))
     return results
 
 
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="simulations run at once (default 1)")
     p.add_argument("--oracle", action="store_true",
                    help="add the best oracle at each load (the clairvoyant searched over programs in service)")
+    p.add_argument("--oracle-grid", default=",".join(map(str, best_oracle.GRID)),
+                   help="the oracle's limits on programs in service to try first (0: none beyond memory)")
+    p.add_argument("--oracle-rounds", type=int, default=2, help="rounds of refinement around the best limit")
     add_host_tier_flags(p)
     add_policy_flags(p)
     a = p.parse_args(argv)
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--policies: {exc}")
     t0 = time.perf_counter()
     results = sweep(programs, pols, rates, a.profile, a.seed, a.progress, overrides, a.jobs, a.cpu_kv_gib,
-                    a.cpu_eviction, a.oracle)
+                    a.cpu_eviction, a.oracle, [int(x) for x in a.oracle_grid.split(",") if x.strip()],
+                    a.oracle_rounds)
     wall = time.perf_counter() - t0
     notes = [f"simulated: {len(programs)} programs of {a.trace}, profile {a.profile}, seed {a.seed}; "
              f"{len(results)} runs in {wall:.0f} s of wall time on this machine"

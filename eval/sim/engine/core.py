@@ -46,6 +46,7 @@ from continuum_eval.sim.engine.vllm_offline import build_scheduler
 # The scheduler is built over a small local model config (never its weights); Llama-3.1's 128k context is
 # longer than that config's, which vLLM only allows when asked.
 os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+STAND_IN_TOKEN = 1000  # what a request no turn planned (a prefetch) samples
 
 
 def build_engine_scheduler(policy: str, profile: Profile, clock: VirtualClock, *, tier: dict | None = None,
@@ -58,6 +59,12 @@ def build_engine_scheduler(policy: str, profile: Profile, clock: VirtualClock, *
         overrides = {}
     else:
         overrides.setdefault("reload_cost", profile.reload_cost())  # the TTL rule's R on this hardware
+        if tier is not None:  # the host tier's link, as the retention rule prices a park's reload
+            gpu = profile.cost.gpu
+            overrides["knobs"] = {"model.h2d_gbps": gpu.host_to_device_bw / 1e9,
+                                  "model.d2h_gbps": gpu.device_to_host_bw / 1e9,
+                                  "model.link_latency_ms": 1e3 * gpu.host_link_latency_s,
+                                  **overrides.get("knobs", {})}
     cls, ctor = scheduler_for(policy, **overrides)
     sched = build_scheduler(cls, num_blocks=profile.num_blocks, block_size=profile.block_size, model="tiny",
                             max_model_len=profile.max_model_len, max_num_seqs=profile.max_num_seqs,
@@ -154,16 +161,16 @@ class EngineCore:
                 p.record.cached_tokens = new.num_computed_tokens
         step = PlannedStep(out=out, req_ids=list(nst), t_sched=t1)
         for rid in step.req_ids:
-            p = pending[rid]
-            r = p.request
+            p = pending.get(rid)
+            r = p.request if p is not None else sched.requests[rid]  # none: the scheduler's own (a prefetch)
             c = r.num_computed_tokens
             done = c >= r.num_tokens
             step.batch.add(nst[rid], c, done)
-            if done:
+            if done and p is not None:
                 step.sampled.append([p.output_ids[r.num_output_tokens]])
                 step.stepped.append(p)
             else:
-                step.sampled.append([])
+                step.sampled.append([STAND_IN_TOKEN] if done else [])
         step.dt = self.profile.step_time(step.batch)
         if self.transfers is not None:  # the forward pass waits for the stores vLLM flushes
             step.dt += self.transfers.begin_step(out.kv_connector_metadata, self.clock.now)
@@ -246,7 +253,9 @@ class EngineCore:
         # vLLM internals: the connector's scheduler half (OffloadingConnector.connector_scheduler), its CPU
         # manager, and the manager's chunk count (CPUOffloadingManager._num_chunks), as vLLM sized the CPU pool.
         manager = self.sched.connector.connector_scheduler.manager
-        return {"cpu_kv_gib": self.cpu_kv_gib, "blocks": manager._num_chunks, **self.transfers.stats()}
+        tier = getattr(self.sched, "tier", None)  # a Continuum scheduler's parks and prefetches
+        return {"cpu_kv_gib": self.cpu_kv_gib, "blocks": manager._num_chunks, **self.transfers.stats(),
+                **({"retention": dict(tier.counts)} if tier is not None else {})}
 
     def blocks_in_use(self) -> int:
         pool = self.sched.kv_cache_manager.block_pool
