@@ -107,8 +107,11 @@ def test_a_parked_programs_prefetch(tool_s, h2d, outcome):
         assert engine.core.host_tier_stats()["cpu_hit_tokens"] == CONTEXT  # the prefetch loaded it, not the turn
         assert returning.first_token_s - returning.sent_s < 0.1
     pool = engine.sched.kv_cache_manager.block_pool
-    assert all(b.ref_cnt == 0 for b in pool.blocks if not b.is_null)  # nothing stays referenced
-    assert not engine.sched.tier.parked and not engine.sched.tier.inflight
+    assert all(b.ref_cnt == 0 for b in pool.blocks if not b.is_null)  # nothing stays referenced, in either tier
+    # vLLM internals: the connector's scheduler half, its CPU manager's policy (LRU: ``chunks``) and jobs in flight.
+    offloading = engine.sched.connector.connector_scheduler
+    assert all(c.ref_cnt == 0 for c in offloading.manager._policy.chunks.values()) and not offloading._jobs
+    assert not engine.sched.tier.parked and not engine.sched.tier.inflight and not engine.sched.tier.returning
 
 
 def test_without_prefetch_the_returning_turn_loads_its_parked_kv_itself():
