@@ -9,3 +9,8 @@ See agents/README.md.
 from continuum_agents.session import AgentSession, AsyncAgentSession, SessionError, ToolCall, TurnStats, new_session_id
 
 __all__ = ["AgentSession", "AsyncAgentSession", "SessionError", "ToolCall", "TurnStats", "new_session_id"]
+
+if __name__ == "agents":  # found under the OpenAI Agents SDK's name (the repository root is on sys.path)
+    from continuum_agents._shadow import yield_to_sdk
+
+    yield_to_sdk(__file__)

@@ -194,7 +194,8 @@ class SessionBase:
         """Declare the tool the agent will run after the next turn (sent as the ``tool`` hint)."""
         self._next_tool = name
 
-    def _record_tool(self, name: str, seconds: float) -> None:
+    def record_tool(self, name: str, seconds: float) -> None:
+        """Count a finished tool call (adapters that learn its start and end from another framework's callbacks)."""
         self.tool_calls.append(ToolCall(name=name, seconds=seconds, turn=self.turns - 1))
 
     @property

@@ -136,7 +136,7 @@ class AgentSession(SessionBase):
         try:
             yield
         finally:
-            self._record_tool(name, time.monotonic() - t0)
+            self.record_tool(name, time.monotonic() - t0)
 
     def run_tool(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.tool(name):
@@ -232,7 +232,7 @@ class AsyncAgentSession(SessionBase):
         try:
             yield
         finally:
-            self._record_tool(name, time.monotonic() - t0)
+            self.record_tool(name, time.monotonic() - t0)
 
     async def end(self) -> bool:
         if self.ended:

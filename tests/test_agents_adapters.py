@@ -1,5 +1,6 @@
 """The SDK with the clients agent authors use, against `continuum serve tiny` (the run's shared server):
-the openai client, litellm, mini-swe-agent; streaming turn stats; a turn whose connection is cut is sent again."""
+the openai client, litellm, mini-swe-agent, the OpenAI Agents SDK; streaming turn stats; a turn whose connection
+is cut is sent again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from continuum_agents import AgentSession
-from continuum_agents.examples import litellm_client, mini_swe_agent, openai_client
+from continuum_agents.examples import litellm_client, mini_swe_agent, openai_agents_sdk, openai_client
 
 pytestmark = pytest.mark.engine
 
@@ -48,6 +49,15 @@ def test_mini_swe_agent_example_marks_its_last_step(server, tmp_path):
     assert out["exit_status"] == "LimitsExceeded" and out["turns"] == 2 and len(out["ttft_s"]) == 2
     state = session_state(server, out["session_id"])
     assert state["turns"] == 2 and state["ended"] and state["pinned_blocks"] == 0
+
+
+def test_openai_agents_sdk_example(server):
+    # The shared server has no tool-call parser, so the agent runs without its tool: one streamed turn, which
+    # offers no tool and so carries is_last_step; the run's end ends the program as well.
+    out = openai_agents_sdk.run(server.base_url, max_tokens=8, tools=False)
+    assert out["turns"] == 1 and out["prompt_tokens"][0] > 0 and out["ttft_s"][0] >= 0 and out["ended_on_server"]
+    state = session_state(server, out["session_id"])
+    assert state["turns"] == 1 and state["ended"] and state["pinned_blocks"] == 0
 
 
 def test_streamed_turns_report_tokens_and_prefix_hits(server):
