@@ -6,7 +6,8 @@ A request's key is ``(held, class, level, tier, order...)``, lower first:
 - ``class``: 0 latency-sensitive, 1 best-effort (`continuum.sched.classes`; 0 for all when classes are off);
 - ``level``: the sum of the active priority terms (`continuum.sched.priority`; 0 when there are none), so a demoted
   request waits behind a newcomer even when it was preempted, as in MLFQ;
-- ``tier`` and ``order``: the base ordering (below): preempted work first, then what the ordering prefers.
+- ``tier`` and ``order``: the base ordering (below): preempted work and prefetches first, then what the ordering
+  prefers.
 
 Keys depend on state that changes between steps (a pin taken, a program admitted, time passing for aging). The
 scheduler marks the queue ``dirty`` when such state changes for a program that has a request waiting, and
@@ -31,6 +32,7 @@ from vllm.v1.request import Request, RequestStatus
 from continuum.sched.admission import OpenAdmission
 from continuum.sched.classes import Classes
 from continuum.sched.priority import Levels
+from continuum.sched.tier import is_prefetch
 from continuum.sched.view import SchedulerView
 
 Key = Callable[[Request], tuple]
@@ -85,8 +87,10 @@ class ProgramQueue(RequestQueue):
         return (e[2] for e in sorted(self._heap))
 
 
-def was_preempted(request: Request) -> bool:
-    return request.status == RequestStatus.PREEMPTED
+def goes_first(request: Request) -> bool:
+    """Preempted work, and prefetches (`continuum.sched.tier`): one token of compute that brings a parked program's
+    KV back before it returns, useless once it is late."""
+    return request.status == RequestStatus.PREEMPTED or is_prefetch(request.request_id)
 
 
 def base_key(ordering: str, view: SchedulerView) -> Key:
@@ -94,21 +98,21 @@ def base_key(ordering: str, view: SchedulerView) -> Key:
 
     def program_fcfs(r: Request) -> tuple:
         # Preempted work first, then returning turns whose KV is pinned, then programs by first arrival.
-        tier = 0 if was_preempted(r) else 1 if view.kv_kept(r) else 2
+        tier = 0 if goes_first(r) else 1 if view.kv_kept(r) else 2
         return (tier, view.program_order(r), r.arrival_time)
 
     def fcfs(r: Request) -> tuple:
-        return (0 if was_preempted(r) else 1, r.arrival_time)
+        return (0 if goes_first(r) else 1, r.arrival_time)
 
     def plas(r: Request) -> tuple:
         # Autellix-style: the program that has received the least service so far goes first.
-        return (0 if was_preempted(r) else 1, view.attained_service(r), r.arrival_time)
+        return (0 if goes_first(r) else 1, view.attained_service(r), r.arrival_time)
 
     def srpt(r: Request) -> tuple:
         # Shortest predicted remaining work first, each second waited counting as a second less of work (aging):
         # work - (now - arrival). Every waiting request ages at the same rate, so ordering by work + arrival is
         # the same order at any time: the key is fixed while the request waits.
-        tier = 0 if was_preempted(r) else 1 if view.kv_kept(r) else 2
+        tier = 0 if goes_first(r) else 1 if view.kv_kept(r) else 2
         prog = view.program_of(r)
         work = prog.prediction.seconds if prog is not None and prog.prediction is not None else 0.0
         return (tier, work + r.arrival_time, r.arrival_time)
