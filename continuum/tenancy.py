@@ -32,6 +32,24 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def quota_blocks(share: float, pin_budget_blocks: int) -> int | None:
+    """The most distinct blocks one tenant's pins may hold on this replica (None: no quota).
+
+    ``share`` (``tenant_pin_cap``) is a share of the *cluster's* pinnable blocks, and every replica enforces it on
+    its own budget: ``floor(share x this replica's pin budget)``. Summed over replicas that is the share of the
+    cluster's budget, whatever each replica's size, and no tenant can exceed it anywhere. Why this rule and not one
+    that follows where the tenant's programs are: it needs no coordination (a replica decides alone, so a partition
+    or a replica that is down never loosens or tightens anyone's quota, and a pin is never waiting on another
+    host), and the router's session hash spreads each tenant's programs over the replicas like everyone else's, so a
+    tenant with many programs reaches its share on every replica at about the same time. Its limit: a tenant whose
+    pinned demand sits on a few replicas (few programs, or programs that spilled together) is held to its share
+    *of those replicas* and leaves its entitlement elsewhere unused; it can get less than its cluster share, never
+    more. A replica whose budget is smaller gives every tenant proportionally less there, as the hash sends it as
+    many programs as any other.
+    """
+    return None if share >= 1 else int(share * pin_budget_blocks)
+
+
 def qualify(tenant: str | None, session_id: str) -> str:
     return session_id if tenant is None else f"{tenant}:{session_id}"
 

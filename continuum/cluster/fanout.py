@@ -1,4 +1,4 @@
-"""One GET to every replica at once: each replica's answer, or why it gave none.
+"""One request to every replica at once (a GET, or a POST without a body): each replica's answer, or why it gave none.
 
 The cluster's view (`continuum.cluster.view`) is only as slow as its slowest replica, so each replica gets a hard
 deadline for the whole exchange (connect, headers, body): a replica that is down, partitioned or stuck is named in
@@ -38,10 +38,11 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() in FORWARDED}
 
 
-async def _get(client: httpx.AsyncClient, replica: str, path: str, headers: Mapping[str, str],
-               timeout_s: float) -> Answer:
+async def _call(client: httpx.AsyncClient, method: str, replica: str, path: str, headers: Mapping[str, str],
+                timeout_s: float) -> Answer:
     try:
-        r = await asyncio.wait_for(client.get(replica.rstrip("/") + path, headers=dict(headers)), timeout_s)
+        r = await asyncio.wait_for(client.request(method, replica.rstrip("/") + path, headers=dict(headers)),
+                                   timeout_s)
     except asyncio.TimeoutError:
         return Answer(replica, error=f"no answer in {timeout_s:g} s")
     except httpx.HTTPError as exc:
@@ -51,7 +52,8 @@ async def _get(client: httpx.AsyncClient, replica: str, path: str, headers: Mapp
 
 async def fan_out(replicas: Sequence[str], path: str, headers: Mapping[str, str] | None = None,
                   timeout_s: float = DEFAULT_TIMEOUT_S,
-                  transport: httpx.AsyncBaseTransport | None = None) -> list[Answer]:
-    """``GET path`` on every replica (in ``replicas`` order); ``transport``: tests answer without a network."""
+                  transport: httpx.AsyncBaseTransport | None = None, method: str = "GET") -> list[Answer]:
+    """``method path`` on every replica (in ``replicas`` order); ``transport``: tests answer without a network."""
     async with httpx.AsyncClient(timeout=timeout_s, transport=transport) as client:
-        return list(await asyncio.gather(*(_get(client, r, path, headers or {}, timeout_s) for r in replicas)))
+        return list(await asyncio.gather(*(_call(client, method, r, path, headers or {}, timeout_s)
+                                           for r in replicas)))

@@ -3,6 +3,7 @@
     continuum cluster --replicas 2 tiny --port 8000 [--router-policy consistent_hash] [serve flags...]
     continuum cluster --replica http://host-a:8000 --replica http://host-b:8000 --port 8000    # the router only
     continuum cluster --replicas 1 tiny --replica http://host-b:8000 --stats-port 7999        # both
+    continuum cluster --replicas 2 tiny --tenancy tenancy.toml        # keys and quotas, one file for every replica
 
 Local replicas listen on the router's port + 1 ... + N (``--replica-port``), start in parallel, and the router
 (`continuum.cluster.router`) starts once they are healthy. ``--replica URL`` (repeatable) adds a replica that
@@ -11,7 +12,9 @@ local replica's `continuum serve` unchanged (``--policy``, component flags, vLLM
 `/continuum/stats` and `/metrics` are served on ``--stats-port`` (`continuum.cluster.view`). SIGTERM or Ctrl-C stops
 the router and every local replica; a replica that dies leaves the rest serving (the router sends its programs to
 the others, which re-prefill them); the cluster exits when the router dies. A cluster killed outright takes its
-local replicas and router with it (`continuum.serve.tether`).
+local replicas and router with it (`continuum.serve.tether`). ``--tenancy FILE`` (`continuum.serve.tenancy_file`)
+is checked before anything starts and reaches every local replica as its own ``--tenancy`` with the file's
+absolute path; a remote replica must be started with a copy of the same file (or the same key flags).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from continuum.cluster.router import POLICIES, RouterError
 from continuum.serve import models
 from continuum.serve.argtypes import positive_int
 from continuum.serve.launch import free_port
+from continuum.serve.tenancy_file import tenancy_arg
 
 __all__ = ["Cluster", "ClusterVerb"]  # `Cluster` is also had from here (the live bench imports it so)
 log = logging.getLogger(__name__)
@@ -72,7 +76,15 @@ def add_cluster(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="turn on vllm-router's own program-level scheduling (--enable-program-scheduling)")
     p.add_argument("--router-args", default="", help="more vllm-router flags, in one quoted string")
     p.add_argument("--log-dir", default=None, help="folder for the replicas' and the router's logs")
+    p.add_argument("--tenancy", type=tenancy_arg, default=None, metavar="FILE",
+                   help="API keys, admin keys and the tenant pin share for the whole cluster (a TOML file; see "
+                        "`continuum serve --help`): every local replica serves with it")
     return p
+
+
+def replica_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Each local replica's `continuum serve` flags: the unknown ones, and the cluster's tenancy file."""
+    return [*extra, "--tenancy", str(args.tenancy.path)] if args.tenancy is not None else list(extra)
 
 
 def local_replicas(args: argparse.Namespace) -> int:
@@ -83,7 +95,7 @@ def local_replicas(args: argparse.Namespace) -> int:
 def run_cluster(args: argparse.Namespace, extra: list[str]) -> int:
     local = local_replicas(args)
     try:
-        cluster = Cluster(args.model, local, extra, port=args.port, host=args.host,
+        cluster = Cluster(args.model, local, replica_args(args, extra), port=args.port, host=args.host,
                           replica_port=args.replica_port, router_policy=args.router_policy,
                           program_scheduling=args.program_scheduling, router_args=shlex.split(args.router_args),
                           log_dir=args.log_dir, remote=args.replica, stats_port=args.stats_port or free_port())

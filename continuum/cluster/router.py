@@ -2,7 +2,10 @@
 
 ``consistent_hash`` hashes the ``X-Session-ID`` header, which the agent SDK sends on every request, including
 the session endpoints (``GET /v1/sessions/{id}``, ``POST /v1/sessions/{id}/end``): the router forwards any path,
-so a program's turns, its state and its end all reach the replica that holds its KV.
+so a program's turns, its state and its end all reach the replica that holds its KV. But vllm-router 0.1.17
+forwards a path it has no handler of its own for without the client's headers, ``Authorization`` included, so
+with API keys the session endpoints and ``/continuum/stats`` through the router are refused (401); the cluster's
+view (`continuum.cluster.view`, ``--stats-port``) serves them, asking every replica with the caller's key.
 
 Membership is the router's own: it health-checks every replica (``GET /health``) and routes only to those it finds
 healthy, so a replica that stops answering leaves the ring and one that answers again (or is added with the

@@ -4,8 +4,9 @@ The shape is a replica's own, so a client of one replica reads the cluster the s
 ``replica`` that holds it), ``num_programs``, ``pins``, ``kv`` and ``preempted_for_waiting`` over the whole
 cluster, ``config`` of the first replica that answered. Besides: ``replicas`` has each answering replica's own
 view (without its programs), ``missing`` each replica that did not answer and why, ``num_replicas`` how many were
-asked. A replica that is down costs its part of the view, never the view: the answer is 200 whatever the replicas
-did, except when every one that answered refused the caller's key (then that refusal, 401 or 403).
+asked, ``quota`` the tenant pin quota of the cluster (`continuum.cluster.quota`). A replica that is down costs
+its part of the view, never the view: the answer is 200 whatever the replicas did, except when every one that
+answered refused the caller's key (then that refusal, 401 or 403).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from typing import Any, Sequence
 
 from continuum.cluster.fanout import Answer
+from continuum.cluster.quota import cluster_quota
 
 Stats = dict[str, Any]
 REFUSALS = (401, 403)
@@ -76,4 +78,6 @@ def merge(answers: Sequence[Answer]) -> tuple[int, Stats]:
         "replicas": [{"replica": r, **{k: x for k, x in v.items() if k != "programs"}} for r, v in answered],
         "missing": missing,
     }
-    return 200, {k: v for k, v in merged.items() if k in ALWAYS or any(k in s for s in stats)}
+    out = {k: v for k, v in merged.items() if k in ALWAYS or any(k in s for s in stats)}
+    quota = cluster_quota(stats)
+    return 200, {**out, "quota": quota} if quota is not None else out

@@ -1,4 +1,6 @@
-"""The cluster's one view: a small HTTP server beside the router with `/continuum/stats` and `/metrics` of them all.
+"""The cluster's one view: a small HTTP server beside the router with `/continuum/stats` and `/metrics` of them all,
+and the session endpoints (`GET /v1/sessions/{id}`, `POST /v1/sessions/{id}/end`) answered from every replica
+(`continuum.cluster.sessions` says why the router cannot carry them with API keys).
 
 The router forwards every path to one replica (by the session hash), so a replica's `/continuum/stats` through
 the router is that replica's view only. This server asks every replica at once (`continuum.cluster.fanout`) and
@@ -13,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from typing import Sequence
+from urllib.parse import quote
 
 import httpx
 import uvicorn
@@ -20,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from continuum.cluster import metrics_merge, stats_merge
+from continuum.cluster import metrics_merge, sessions, stats_merge
 from continuum.cluster.fanout import DEFAULT_TIMEOUT_S, fan_out, forwarded
 
 
@@ -55,6 +58,21 @@ def cluster_app(replicas: Sequence[str], router: str | None = None, timeout_s: f
     async def metrics() -> PlainTextResponse:
         answers = await fan_out(await members(replicas, router), "/metrics", timeout_s=timeout_s)
         return PlainTextResponse(metrics_merge.merge(answers), media_type=CONTENT_TYPE_LATEST)
+
+    async def session_op(request: Request, session_id: str, method: str, suffix: str = "") -> JSONResponse:
+        path = f"/v1/sessions/{quote(session_id, safe='')}{suffix}"
+        answers = await fan_out(await members(replicas, router), path, forwarded(request.headers), timeout_s,
+                                method=method)
+        status, body = sessions.merge(session_id, answers)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/v1/sessions/{session_id:path}")
+    async def session_state(session_id: str, request: Request) -> JSONResponse:
+        return await session_op(request, session_id, "GET")
+
+    @app.post("/v1/sessions/{session_id:path}/end")
+    async def end_session(session_id: str, request: Request) -> JSONResponse:
+        return await session_op(request, session_id, "POST", "/end")
 
     return app
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 from vllm.v1.core.block_pool import BlockPool
 from vllm.v1.request import Request
 
-from continuum.tenancy import tenant_of_program
+from continuum.tenancy import quota_blocks, tenant_of_program
 from kvttl import PinTable
 
 
@@ -23,7 +23,8 @@ class KVPins:
                  on_change: Callable[[str], None] = lambda program_id: None, tenant_share: float = 1.0) -> None:
         """``tenant_share``: the fraction of ``cap_blocks`` one tenant's pins may hold (1: no quota)."""
         self.pool = block_pool
-        self.table = PinTable(cap_blocks, None if tenant_share >= 1 else int(tenant_share * cap_blocks))
+        # The per-replica quota of a cluster-wide share: `continuum.tenancy.quota_blocks` says why this rule.
+        self.table = PinTable(cap_blocks, quota_blocks(tenant_share, cap_blocks))
         self.on_change = on_change  # told the program id whenever a pin is taken or released
 
     def __contains__(self, program_id: str) -> bool:

@@ -15,6 +15,7 @@ from continuum.policy.presets import PRESETS, describe, resolve
 from continuum.policy.registry import KINDS, ConfigError
 from continuum.serve import models, server, verbs
 from continuum.serve.argtypes import fraction, nice_value, non_empty, port_number
+from continuum.serve.tenancy_file import TenancyError, tenancy_arg
 
 SERVE_USAGE = "continuum serve [MODEL] [continuum flags] [vLLM flags]"
 SERVE_EPILOG = """vLLM's own flags (every `vllm serve` flag, e.g. --block-size 32 --max-model-len 2048) pass through
@@ -46,6 +47,9 @@ def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a key that also sees and ends every tenant's sessions (repeatable)")
     g.add_argument("--tenant-pin-cap", type=fraction, default=None, metavar="FRACTION",
                    help="the most one tenant's pins may hold, as a fraction of the pin budget (default 1; needs keys)")
+    g.add_argument("--tenancy", type=tenancy_arg, default=None, metavar="FILE",
+                   help="a TOML file of api_keys, admin_api_keys and tenant_pin_cap: one file for every replica of a "
+                        "cluster (keys stay off the command line); flags add keys to it")
     g.add_argument("--help-vllm", action="store_true", help="list vLLM's flags and exit")
     add_policy_flags(p)
     return p
@@ -81,6 +85,12 @@ def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
     if server.has_flag(extra, "--kv-offloading-size") and server.on_cpu():
         return _fail("--kv-offloading-size: vLLM's CPU build cannot run its offloading connector (the copy worker "
                      "needs CUDA tensors); serve with it on a GPU, or simulate the tier: continuum sim --cpu-kv-gib")
+    if args.tenancy is not None:
+        try:
+            args.api_keys, args.admin_keys, args.tenant_pin_cap = args.tenancy.merged(
+                args.api_keys, args.admin_keys, args.tenant_pin_cap)
+        except TenancyError as exc:
+            return _fail(f"--tenancy: {exc}")
     keyed = args.api_keys or args.admin_keys or os.environ.get("VLLM_API_KEY")
     if args.tenant_pin_cap is not None and not keyed:
         return _fail("--tenant-pin-cap: tenants are API keys; give --api-key (or VLLM_API_KEY) too")
