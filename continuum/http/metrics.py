@@ -30,6 +30,11 @@ SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "continuum_pins_released_abort": ("counter", "Pins released because a turn was aborted or its client left.",
                                       ("pins", "released_abort")),
     "continuum_kv_free_blocks": ("gauge", "Free KV blocks in vLLM's block pool.", ("kv", "free_blocks")),
+    # Admission (memory and cap admission; 0 with open admission): a router scores replicas on these
+    # (deploy/k8s: llm-d's endpoint picker) so a new program goes where it is admitted soonest.
+    "continuum_admission_waiting": ("gauge", "Programs whose first turn waits at the admission door.",
+                                    ("admission", "at_door")),
+    "continuum_admission_active": ("gauge", "Programs admitted and not yet ended.", ("admission", "active")),
 }
 
 
