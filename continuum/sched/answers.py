@@ -15,6 +15,7 @@ from vllm.v1.core.kv_cache_manager import KVCacheManager
 from vllm.v1.request import Request
 
 from continuum.sched.classes import Classes
+from continuum.sched.compat import max_cache_hit_length
 from continuum.sched.ordering import ProgramQueue
 from continuum.sched.pins import KVPins, pinnable_blocks
 from continuum.sched.priority import Levels
@@ -55,11 +56,12 @@ class SchedulerAnswers:
         return prog.attained_tokens if prog is not None else 0
 
     def cached_tokens(self, request: Request) -> int:
-        """Prompt tokens the prefix cache holds for ``request`` now (a lookup without side effects)."""
+        """Prompt tokens the prefix cache holds for ``request`` now, as far as vLLM would read them (a lookup
+        without side effects)."""
         if not self.cache_config.enable_prefix_caching or not request.block_hashes:
             return 0
         return self.kv_cache_manager.coordinator.find_longest_cache_hit(request.block_hashes,
-                                                                        request.num_tokens - 1)[1]
+                                                                        max_cache_hit_length(request))[1]
 
     def finished_blocks(self, request: Request) -> list[int]:
         """The request's full, hashed blocks, before vLLM frees them: what a pin of its finished turn holds."""

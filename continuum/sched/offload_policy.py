@@ -109,11 +109,13 @@ class ProgramAwarePolicy(CachePolicy):
     def get(self, key: OffloadKey) -> ChunkStatus | None:
         return self.chunks.get(key)
 
-    def insert(self, key: OffloadKey, chunk: ChunkStatus) -> None:
+    def insert(self, key: OffloadKey, chunk: ChunkStatus, req_context: ReqContext | None = None) -> None:
         self.chunks[key] = chunk
         if chunk.ref_cnt == 0:
             self.evictable.add(key)
         program = self.incoming.pop(key, None)
+        if program is None and req_context is not None:  # vLLM 0.33+ names the storing request (`compat`)
+            program = self.requests.get(req_context.req_id)
         if program is not None:
             self.owners.setdefault(key, set()).add(program)
         self._refresh(key, self._settle(key, program))
@@ -128,7 +130,7 @@ class ProgramAwarePolicy(CachePolicy):
             self._use(key, program)
 
     def on_store_miss(self, keys: Iterable[OffloadKey], req_context: ReqContext) -> None:
-        """The keys are about to be inserted (vLLM calls insert() without a context): note their program."""
+        """The keys are about to be inserted (vLLM 0.32 calls insert() without a context): note their program."""
         program = self.requests.get(req_context.req_id)
         if program is not None:
             for key in keys:

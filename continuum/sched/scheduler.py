@@ -59,6 +59,7 @@ from continuum.sched.admission import CapAdmission, MemoryAdmission, OpenAdmissi
 from continuum.sched.answers import SchedulerAnswers
 from continuum.sched.balance import make_balance
 from continuum.sched.classes import Classes
+from continuum.sched.compat import first_admissions
 from continuum.sched.compute_admission import ComputeAdmission
 from continuum.sched.offload_policy import ProgramFeed, policies_built
 from continuum.sched.ordering import ProgramQueue, compose_key
@@ -128,6 +129,8 @@ class ContinuumMixin(SchedulerAnswers):
         # comes back to `waiting`, and without a KV connector or streaming input the queue stays empty. Our key
         # would be wrong for it besides: its first field holds a program at the admission door, and a request
         # that holds blocks must drain (vLLM admits these even while admissions are held), not wait.
+        # vLLM 0.34's third queue, `async_kv_waiting` (requests that may load KV, under a cap on loads in flight),
+        # is vLLM's too (`continuum.sched.compat.vllm_waiting_queues`).
         self.waiting = ProgramQueue(compose_key(self, cfg.ordering, self.admission, self.classes, self.levels))
         self._allocate_slots = self.kv_cache_manager.allocate_slots
         self.kv_cache_manager.allocate_slots = self._allocate_or_release_pins
@@ -235,10 +238,7 @@ class ContinuumMixin(SchedulerAnswers):
     def _after_admission(self, out: Any) -> None:
         """Newly admitted turns have taken their prefix hits: their program's pin has done its job."""
         now = self.clock()
-        for new in out.scheduled_new_reqs:
-            request = self.requests.get(new.req_id)
-            if request is None:
-                continue
+        for new, request in first_admissions(out, self.requests):
             pid = program_id_of(request)
             if pid is not None and pid in self.pins:
                 self.pins.release(pid, "hit")

@@ -66,10 +66,12 @@ def build_vllm_args(model: str, continuum: bool, port: int, extra: list[str]) ->
 
 def vllm_parser() -> Any:
     """vLLM's own `serve` argument parser (the one `run_vllm` parses with)."""
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    return make_arg_parser(FlexibleArgumentParser(prog="continuum serve", description="vLLM's server flags"))
+    from continuum.sched.compat import serve_cli_args
+
+    return serve_cli_args().make_arg_parser(FlexibleArgumentParser(prog="continuum serve",
+                                                                   description="vLLM's server flags"))
 
 
 def split_model(args: list[str], parser: Any = None) -> tuple[str | None, list[str]]:
@@ -169,14 +171,14 @@ def run_vllm(argv: list[str]) -> None:
     """vLLM's own api-server entry (parse, validate, serve), with our argv."""
     import uvloop
     from vllm.entrypoints.launchers.api_server.entry import run_server
-    from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
-    from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
     from vllm.logger import configure_logging_from_args
+
+    from continuum.sched.compat import cli_env_setup, serve_cli_args
 
     cli_env_setup()
     args = vllm_parser().parse_args(argv)
     configure_logging_from_args(args)
-    validate_parsed_serve_args(args)
+    serve_cli_args().validate_parsed_serve_args(args)
     uvloop.run(run_server(args))
 
 

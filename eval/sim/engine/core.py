@@ -31,10 +31,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT
 from vllm.v1.request import RequestStatus
 
 from continuum.policy.presets import is_vllm
+from continuum.sched.compat import model_runner_output
 from continuum.sched.scheduler import scheduler_for
 from continuum_eval.sim.cost.costmodel import StepBatch
 from continuum_eval.sim.cost.profiles import Profile
@@ -184,8 +185,7 @@ class EngineCore:
         stall = self.transfers.begin_step(meta, now)
         done = self.transfers.end_step(meta, now, start=now + stall)
         # A fresh output: vLLM's shared EMPTY_MODEL_RUNNER_OUTPUT must not carry the connector's output.
-        self.sched.update_from_output(out, ModelRunnerOutput(req_ids=[], req_id_to_index={},
-                                                             kv_connector_output=done))
+        self.sched.update_from_output(out, model_runner_output([], kv_connector_output=done))
         self.stats.empty_steps += 1
         return done is not None
 
@@ -209,8 +209,7 @@ class EngineCore:
         stats.preemptions += len(step.out.preempted_req_ids)
         ids = step.req_ids
         xfer = self.transfers.end_step(step.out.kv_connector_metadata, clock.now) if self.transfers else None
-        mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
-                                sampled_token_ids=step.sampled, kv_connector_output=xfer)
+        mro = model_runner_output(ids, sampled_token_ids=step.sampled, kv_connector_output=xfer)
         sched.update_from_output(step.out, mro)
         stats.cost_wall_s += t2 - step.t_sched
         stats.update_wall_s += time.perf_counter() - t2

@@ -31,6 +31,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request
 from vllm.v1.structured_output import StructuredOutputManager
 
+from continuum.sched.compat import model_runner_output
 from continuum.sched.offload_policy import POLICY_MODULE, POLICY_NAME
 from continuum.serve import models
 
@@ -130,8 +131,7 @@ def fabricate_output(scheduler: Any, out: Any, next_token: Any = None) -> ModelR
         request = scheduler.requests[req_id]
         done = request.num_computed_tokens >= request.num_tokens  # already advanced by schedule()
         sampled.append([next_token(request) if next_token else 1000] if done else [])
-    return ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: i for i, r in enumerate(req_ids)},
-                             sampled_token_ids=sampled)
+    return model_runner_output(req_ids, sampled_token_ids=sampled)
 
 
 def run_step(scheduler: Any, next_token: Any = None) -> tuple[Any, dict]:
