@@ -45,5 +45,6 @@ def test_the_cli_reads_several_files(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(RESULTS[:5]))
     b.write_text(json.dumps(RESULTS[5:]))
-    assert main([str(a), str(b), "--out", str(tmp_path / "goals.md")]) == 0
+    assert main([str(a), str(b), "--out", str(tmp_path / "goals.md"), "--png", str(tmp_path / "goals.png")]) == 0
+    assert (tmp_path / "goals.png").read_bytes()[:4] == b"\x89PNG"
     assert "1.5 (knee)" in capsys.readouterr().out and (tmp_path / "goals.md").read_text().startswith("| JPS")

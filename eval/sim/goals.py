@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from continuum_eval.results.report import pyplot
+
 KNEE_FACTOR = 3.0
 GOAL_RATIO = 1.5
 SLACK = 0.02
@@ -94,10 +96,31 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
+    """Mean JCT against load: plain vLLM, the baseline, the default, the best oracle and the bound."""
+    plt = pyplot()
+    rows = by_load(results)
+    loads = sorted(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in (PLAIN, BASELINE, DEFAULT, ORACLE + "+tier", ORACLE):
+        pts = [(j, rows[j][name]["jct_s"]["mean"]) for j in loads if name in rows[j]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=name)
+    bound = [(j, r["bound"]["mean_jct_s"]) for j in loads for r in list(rows[j].values())[:1] if r.get("bound")]
+    if bound:
+        ax.plot(*zip(*bound), linestyle="--", color="gray", label="lower bound")
+    ax.set(xlabel="load (programs/s)", ylabel="mean JCT (s)", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m continuum_eval.sim.goals", description=__doc__.split("\n")[0])
     p.add_argument("results", nargs="+", help="results.json files of sweeps (one trace and profile)")
     p.add_argument("--out", help="also write the table to this markdown file")
+    p.add_argument("--png", help="also plot mean JCT against load to this PNG")
     a = p.parse_args(argv)
     results: list[dict[str, Any]] = []
     for path in a.results:
@@ -109,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
+    if a.png:
+        plot(results, Path(a.png))
     return 0
 
 
