@@ -5,6 +5,9 @@ closes its port, as a dead host would."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -78,3 +81,13 @@ class FakeReplica:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+def start_cluster(args: list[str], log_dir) -> tuple["subprocess.Popen[str]", dict | None]:
+    """`continuum cluster ARGS` in its own session; the process and its "ready" line (None if it never said it)."""
+    cmd = [sys.executable, "-m", "continuum.serve.cli", "cluster", *args, "--log-dir", str(log_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    ready = next((json.loads(line.split("ready ", 1)[1]) for line in proc.stdout
+                  if line.startswith("continuum cluster: ready ")), None)
+    return proc, ready

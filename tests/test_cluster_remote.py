@@ -4,11 +4,8 @@ merged stats naming a replica that is down."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -19,7 +16,7 @@ from continuum.cluster.replicas import local_replicas
 from continuum.cluster.router import HEALTH, router_available
 from continuum.serve.cli import build_parser, main
 from continuum.serve.launch import free_port
-from tests.fake_replica import FakeReplica
+from tests.fake_replica import FakeReplica, start_cluster
 
 needs_router = pytest.mark.skipif(not router_available(), reason="vllm-router is not installed")
 SESSIONS = [f"s{i}" for i in range(12)]
@@ -67,14 +64,9 @@ def wait_until(check, what: str, timeout_s: float = 30.0) -> None:
 @needs_router
 def test_a_replica_that_stops_answering_leaves_and_one_that_comes_back_joins(tmp_path):
     a, b = FakeReplica("a", ["pa"]).start(), FakeReplica("b", ["pb"]).start()
-    cmd = [sys.executable, "-m", "continuum.serve.cli", "cluster", "--replica", a.url, "--replica", b.url,
-           "--port", str(free_port()), "--stats-port", str(free_port()), "--router-args", FAST_HEALTH,
-           "--log-dir", str(tmp_path)]
-    cluster = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               start_new_session=True)
+    cluster, info = start_cluster(["--replica", a.url, "--replica", b.url, "--port", str(free_port()),
+                                   "--stats-port", str(free_port()), "--router-args", FAST_HEALTH], tmp_path)
     try:
-        info = next((json.loads(line.split("ready ", 1)[1]) for line in cluster.stdout
-                     if line.startswith("continuum cluster: ready ")), None)
         assert info is not None and info["replicas"] == [] and info["remote"] == [a.url, b.url], info
         router, stats = info["router"], info["stats"]
         homes = {s: where(router, s) for s in SESSIONS}

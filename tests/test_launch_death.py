@@ -18,7 +18,7 @@ import pytest
 
 from continuum.cluster.router import router_available
 from continuum.serve.launch import ServerProcess, free_port
-from tests.fake_replica import FakeReplica
+from tests.fake_replica import FakeReplica, start_cluster
 
 # The child starts a grandchild (as `continuum serve` starts vLLM's engine core); either may ignore SIGTERM.
 CHILD = """
@@ -100,13 +100,8 @@ def test_a_stopped_server_leaves_no_tether_or_straggler():
 def test_a_sigkilled_cluster_leaves_no_router(tmp_path):
     replica = FakeReplica("a").start()
     port = free_port()
-    cmd = [sys.executable, "-m", "continuum.serve.cli", "cluster", "--replica", replica.url, "--port", str(port),
-           "--log-dir", str(tmp_path)]
-    cluster = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               start_new_session=True)
+    cluster, info = start_cluster(["--replica", replica.url, "--port", str(port)], tmp_path)
     try:
-        info = next((json.loads(line.split("ready ", 1)[1]) for line in cluster.stdout
-                     if line.startswith("continuum cluster: ready ")), None)
         assert info is not None, f"the cluster did not start (logs in {tmp_path})"
         assert httpx.get(info["router"] + "/health", timeout=5).status_code == 200
         router = psutil.Process(info["router_pid"])

@@ -16,21 +16,12 @@ from typing import Any, Sequence
 
 from continuum.cluster.fanout import Answer
 from continuum.cluster.quota import cluster_quota
+from continuum.control.dp import sum_numbers
 
 Stats = dict[str, Any]
 REFUSALS = (401, 403)
 # Always in the view; the other aggregates only where some replica gave them (a tenant's stats have fewer).
 ALWAYS = ("programs", "num_programs", "num_replicas", "replicas", "missing")
-
-
-def sum_numbers(dicts: Sequence[dict]) -> dict:
-    """Key by key, the sum of the numbers (counters, gauges of one kind); other values are left out."""
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for k, v in d.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] = out.get(k, 0) + v
-    return out
 
 
 def parsed(answer: Answer) -> Stats | None:

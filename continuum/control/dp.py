@@ -15,7 +15,7 @@ HTTP layer talks to all of them through `DPControlClient`, which has the same ``
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Sequence
 
 from vllm.config import ParallelConfig
 
@@ -50,7 +50,8 @@ def rank_address(base: str, rank: int, size: int) -> str:
     return base if size <= 1 or not base else f"{base}-dp{rank}"
 
 
-def _sum_numbers(dicts: list[dict]) -> dict:
+def sum_numbers(dicts: Sequence[dict]) -> dict:
+    """Key by key, the sum of the numbers (counters, gauges of one kind); other values are left out."""
     out: dict[str, Any] = {}
     for d in dicts:
         for k, v in d.items():
@@ -64,8 +65,8 @@ def merge_stats(per_rank: list[Stats]) -> Stats:
     merged = per_rank[0].copy()
     merged["programs"] = [{**p, "rank": r} for r, s in enumerate(per_rank) for p in s.get("programs", [])]
     merged["num_programs"] = sum(s.get("num_programs", 0) for s in per_rank)
-    merged["pins"] = _sum_numbers([s.get("pins", {}) for s in per_rank])
-    kv = _sum_numbers([s.get("kv", {}) for s in per_rank])
+    merged["pins"] = sum_numbers([s.get("pins", {}) for s in per_rank])
+    kv = sum_numbers([s.get("kv", {}) for s in per_rank])
     kv["usage"] = sum(s.get("kv", {}).get("usage", 0.0) for s in per_rank) / len(per_rank)
     merged["kv"] = kv
     merged["preempted_for_waiting"] = sum(s.get("preempted_for_waiting", 0) for s in per_rank)
