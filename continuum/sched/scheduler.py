@@ -240,10 +240,11 @@ class ContinuumMixin(SchedulerAnswers):
         now = self.clock()
         for new, request in first_admissions(out, self.requests):
             pid = program_id_of(request)
-            if pid is not None and pid in self.pins:
-                self.pins.release(pid, "hit")
-            if pid is not None and self.tier is not None:
-                self.tier.admitted(pid)
+            if pid is not None:
+                if pid in self.pins:
+                    self.pins.release(pid, "hit")
+                if self.tier is not None:
+                    self.tier.admitted(pid)
             self.turns.admitted(new.req_id, now)
             if (prog := self.programs.get(pid)) is not None:
                 prog.cached_tokens += new.num_computed_tokens
@@ -316,7 +317,7 @@ class ContinuumMixin(SchedulerAnswers):
 
     def _pin_prefetched(self, request: Request) -> None:
         """A prefetch finished: its blocks (its program's KV, back from host memory) stay until the return."""
-        found = self.tier.prefetched(request.request_id) if request.is_finished() else None
+        found = self.tier.prefetched(request.request_id)
         prog = self.programs.get(found[0]) if found is not None else None
         if prog is None or prog.ended or prog.running:
             return

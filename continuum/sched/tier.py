@@ -11,7 +11,8 @@ its prefetch late.
 A *prefetch* brings a parked program's KV back before its turn does, at the predicted return minus the load time
 (the predicted return: the ``model.prefetch_quantile`` quantile of the tool's recorded durations after the
 finish). It is a request the scheduler adds itself: the program's last context, one output token, no session
-(so it is no turn of the program), ordered like any request without a program. vLLM's connector loads its host
+(so it is no turn of the program), first in the waiting queue with preempted work (`continuum.sched.ordering`:
+late, it is useless). vLLM's connector loads its host
 prefix while it waits (WAITING_FOR_REMOTE_KVS), it computes one token, and when it finishes its blocks are
 pinned until the program returns (released by the turn's admission like any pin, or by expiry). Its output
 reaches no client: vLLM's output processor drops outputs of request ids it does not know. A due prefetch is

@@ -37,6 +37,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text}")
+    return value
+
+
+def non_negative_ints(text: str) -> list[int]:
+    """A comma-separated list of integers >= 0 (e.g. "0,32,64")."""
+    values = [non_negative_int(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"must be integers >= 0, separated by commas, not {text!r}")
+    return values
+
+
 def fraction(text: str) -> float:
     value = non_negative_float(text)
     if value > 1:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from continuum.policy.flags import add_policy_flags, overrides_from_args
 from continuum.policy.presets import PRESETS, parse_policies
 from continuum.policy.registry import ConfigError
+from continuum.serve.argtypes import non_negative_int, non_negative_ints
 from continuum.serve.verbs import setup_logging
 from continuum_eval.results.report import write_report
 from continuum_eval.sim import oracle as best_oracle
@@ -151,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="simulations run at once (default 1)")
     p.add_argument("--oracle", action="store_true",
                    help="add the best oracle at each load (the clairvoyant searched over programs in service)")
-    p.add_argument("--oracle-grid", default=",".join(map(str, best_oracle.GRID)),
+    p.add_argument("--oracle-grid", type=non_negative_ints, default=list(best_oracle.GRID),
                    help="the oracle's limits on programs in service to try first (0: none beyond memory)")
-    p.add_argument("--oracle-rounds", type=int, default=2, help="rounds of refinement around the best limit")
+    p.add_argument("--oracle-rounds", type=non_negative_int, default=2,
+                   help="rounds of refinement around the best limit")
     add_host_tier_flags(p)
     add_policy_flags(p)
     a = p.parse_args(argv)
@@ -167,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--policies: {exc}")
     t0 = time.perf_counter()
     results = sweep(programs, pols, rates, a.profile, a.seed, a.progress, overrides, a.jobs, a.cpu_kv_gib,
-                    a.cpu_eviction, a.oracle, [int(x) for x in a.oracle_grid.split(",") if x.strip()],
-                    a.oracle_rounds)
+                    a.cpu_eviction, a.oracle, a.oracle_grid, a.oracle_rounds)
     wall = time.perf_counter() - t0
     notes = [f"simulated: {len(programs)} programs of {a.trace}, profile {a.profile}, seed {a.seed}; "
              f"{len(results)} runs in {wall:.0f} s of wall time on this machine"
