@@ -42,7 +42,7 @@ demo: setup
 # The whole suite on the default vLLM, then the contract suite on the newest release it supports (below).
 CI_VLLM := 0.34.0
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 	$(MAKE) test-vllm VLLM=$(CI_VLLM)
 
 # The inner loop: every test that starts no vLLM engine (the `engine` marker), in a minute or two.
@@ -63,7 +63,7 @@ clean:
 # `make test-vllm VLLM=0.34.0`: vLLM's CUDA wheel and the torch it names, from the package index, in a virtual
 # environment of their own (.venv-vllm-VERSION), run every test that drives vLLM's scheduler in process without a
 # model (CONTRACT_TESTS: offline scheduler, admission, pins, policies, soak, simulator, the control channel and
-# the HTTP layer's hint dialects over a real scheduler, the serve CLI's parser).
+# the HTTP layer's hint dialects and session endpoints over a real scheduler, the serve CLI's parser).
 # `continuum.sched.compat` holds what differs between releases. Nothing here needs a GPU; what gets in the way
 # without one, and the way around it:
 # - vLLM's platform detection finds no GPU, and its config then cannot infer a device: VLLM_TARGET_DEVICE=cpu,
@@ -85,7 +85,7 @@ CONTRACT_TESTS := tests/test_vllm_compat.py tests/test_sched_contracts.py tests/
 	tests/test_tier_retention.py tests/test_tool_names.py tests/test_sim_engine.py tests/test_sim_host_tier.py \
 	tests/test_sim_scaleout.py tests/test_sim_bound.py tests/test_sim_oracle.py tests/test_sim_cli.py \
 	tests/test_turn_plan.py tests/test_control_messages.py tests/test_disconnects.py tests/test_dialects.py \
-	tests/test_cli_serve.py
+	tests/test_cli_serve.py tests/test_http_requests.py tests/test_http_reports.py
 
 test-vllm: $(VLLM_VENV)/.setup
 	$(CONTRACT_ENV) $(VLLM_VENV)/bin/pytest -q -m "not engine" $(CONTRACT_TESTS)

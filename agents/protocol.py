@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 __all__ = ["SessionBase", "SessionError", "ToolCall", "TurnStats", "new_session_id", "SESSION_HEADER",
-           "KEEPALIVE_EXPIRY_S", "RETRYABLE", "prompt_digest", "check_status", "DroppedConnection"]
+           "KEEPALIVE_EXPIRY_S", "RETRYABLE", "prompt_digest", "check_status", "DroppedConnection", "prefetch_result"]
 
 SESSION_HEADER = "X-Session-ID"
 # vLLM's server closes a connection after 5 s idle, httpx keeps one for 5 s: a turn sent as the server closes it
@@ -206,6 +206,22 @@ class SessionBase:
         self.ended = True
         self.end_status = status
         return status == 200
+
+    @property
+    def prefetch_path(self) -> str:
+        return f"{self.base_url}/v1/sessions/{self.session_id}/prefetch"
+
+
+def prefetch_result(r: httpx.Response) -> str | None:
+    """What the server did with a prefetch request (``"issued"``, ``"already"``, ``"not_parked"``, ``"no_tier"``),
+    or None: it does not track sessions (plain vLLM), does not know this one, or answered something else."""
+    if r.status_code != 200:
+        return None
+    try:
+        done = r.json().get("prefetch")
+    except (ValueError, AttributeError):
+        return None
+    return done if isinstance(done, str) else None
 
 
 def prompt_digest(asked: Any) -> str:

@@ -7,7 +7,9 @@ client to schedule it well, and this module sends them on every request:
   fields), so the server knows that turn k+1 continues turn k;
 - **hints** in ``vllm_xargs``: ``tool`` (the tool the agent will run after this turn, when it knows it) and
   ``is_last_step`` (the program ends after this turn: nothing to keep);
-- the **end** of the program (``POST /v1/sessions/{id}/end``), so its KV cache is released at once.
+- the **end** of the program (``POST /v1/sessions/{id}/end``), so its KV cache is released at once;
+- optionally, that a tool's result is about to come back (``session.prefetch()``, ``POST
+  /v1/sessions/{id}/prefetch``), so KV the server moved to host memory is loaded back before the next turn.
 
 Turns **stream** (server-sent events, folded back into the usual JSON answer by :mod:`continuum_agents.stream`), so each
 turn's time to first token is known (``session.turn_stats``). A turn whose connection drops (reset, closed
@@ -41,6 +43,7 @@ from continuum_agents.protocol import (
     TurnStats,
     check_status,
     new_session_id,
+    prefetch_result,
 )
 from continuum_agents.stream import StreamAccumulator, StreamError
 
@@ -154,6 +157,18 @@ class AgentSession(SessionBase):
         except httpx.HTTPError:
             return self._end_result(0)
 
+    def prefetch(self) -> str | None:
+        """Tell the server the next turn comes soon (the tool's result is on its way): KV it parked in host memory
+        is loaded back now. What it did (``"issued"``, ``"already"``, ``"not_parked"``, ``"no_tier"``), or None
+        where it tracks no sessions or could not be reached. Never raises."""
+        if self.ended:
+            return None
+        try:
+            return prefetch_result(self.client.post(self.prefetch_path, headers=self.headers,
+                                                    timeout=min(self.timeout_s, 30.0)))
+        except httpx.HTTPError:
+            return None
+
     def close(self) -> None:
         if self._own_client:
             self.client.close()
@@ -243,6 +258,15 @@ class AsyncAgentSession(SessionBase):
             return self._end_result(r.status_code)
         except httpx.HTTPError:
             return self._end_result(0)
+
+    async def prefetch(self) -> str | None:
+        if self.ended:
+            return None
+        try:
+            return prefetch_result(await self.client.post(self.prefetch_path, headers=self.headers,
+                                                          timeout=min(self.timeout_s, 30.0)))
+        except httpx.HTTPError:
+            return None
 
     async def aclose(self) -> None:
         if self._own_client:

@@ -40,7 +40,7 @@ def quota_blocks(share: float, pin_budget_blocks: int) -> int | None:
     cluster's budget, whatever each replica's size, and no tenant can exceed it anywhere. Why this rule and not one
     that follows where the tenant's programs are: it needs no coordination (a replica decides alone, so a partition
     or a replica that is down never loosens or tightens anyone's quota, and a pin is never waiting on another
-    host), and the router's session hash spreads each tenant's programs over the replicas like everyone else's, so a
+    host), and the router spreads each tenant's new programs over the replicas like everyone else's, so a
     tenant with many programs reaches its share on every replica at about the same time. Its limit: a tenant whose
     pinned demand sits on a few replicas (few programs, or programs that spilled together) is held to its share
     *of those replicas* and leaves its entitlement elsewhere unused; it can get less than its cluster share, never

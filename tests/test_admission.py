@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from vllm.v1.request import RequestStatus
 
@@ -244,3 +245,25 @@ def test_memory_still_limits_the_compute_door():
     add(s, "b1", 5000, 640, 8, "B")  # would need 21 more: 42 > 40
     assert s.admission.limit() == float("inf")  # no step measured yet: memory alone limits
     assert s.programs.get("A").admitted and not s.programs.get("B").admitted
+
+
+def test_the_compute_door_keeps_the_engine_at_its_knee_while_a_backlog_drains():
+    # A burst of one-turn programs, more than the pool holds; then no arrival for many half-lives of the fit (one
+    # second) while the door drains. Step time grows with the batch (7 ms + 1 ms a request), so the throughput
+    # knee is about a / beta = 7 requests. Whatever the queue left and however far the arrivals' rate has decayed,
+    # the limit does not fall below the knee while programs wait at the door.
+    s = make(num_blocks=181, admission="compute", knobs={"compute.half_life_s": 1.0})  # 180 blocks: ~12 programs
+    for i in range(40):
+        add(s, f"p{i}", 1000 * (i + 1), 320, 64, f"P{i}", is_last_step=True)
+    seen = []
+    while s.has_requests():
+        stepped(s, lambda out: 0.007 + 0.001 * len(out.num_scheduled_tokens))
+        state = s.admission.state()
+        if state["at_door"] and state.get("step_per_request_ms"):
+            a, beta = state["step_fixed_ms"], state["step_per_request_ms"]
+            k, t = state["request_steps_per_turn"], 1e3 * state["outside_s_per_turn"]
+            knee = a / beta * math.sqrt(1 + t / (k * a))  # Kleinrock's power point, in requests (t = 0: a / beta)
+            seen.append((state["at_door"], state["limit_programs"], knee))
+    assert len(seen) > 50 and seen[-1][0] < seen[0][0] / 4  # the backlog drained over many steps
+    assert all(limit is None or limit >= knee for _, limit, knee in seen)
+    assert all(p.ended for p in s.programs.all())

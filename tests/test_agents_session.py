@@ -53,6 +53,39 @@ def test_every_request_carries_the_program_id_and_hints():
     assert s.ended and s.end_status == 404 and s.end() is False
 
 
+def prefetching_client(seen: list[httpx.Request], status: int, answer: dict, asynchronous: bool = False):
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json=answer)
+
+    transport = httpx.MockTransport(handler)
+    return httpx.AsyncClient(transport=transport) if asynchronous else httpx.Client(transport=transport)
+
+
+@pytest.mark.parametrize("status, answer, expected", [
+    (200, {"id": "p", "prefetch": "issued"}, "issued"),
+    (200, {"id": "p", "prefetch": "not_parked"}, "not_parked"),
+    (404, {"error": {"message": "unknown session 'p'"}}, None),  # unknown here, or plain vLLM
+    (200, {"id": "p"}, None),  # a server that answers something else
+])
+def test_prefetch_asks_the_server_and_never_raises(status, answer, expected):
+    seen: list[httpx.Request] = []
+    s = AgentSession("http://srv/v1", session_id="p", api_key="k", client=prefetching_client(seen, status, answer))
+    assert s.prefetch() == expected
+    assert [(r.method, r.url.path) for r in seen] == [("POST", "/v1/sessions/p/prefetch")]
+    assert seen[0].headers["authorization"] == "Bearer k" and seen[0].headers["X-Session-ID"] == "p"
+
+    async def run() -> tuple:
+        client = prefetching_client(seen, status, answer, asynchronous=True)
+        async with AsyncAgentSession("http://srv", session_id="p", client=client) as a:
+            got = await a.prefetch()
+        return got, await a.prefetch()  # ended: nothing is asked
+
+    assert asyncio.run(run()) == (expected, None)
+    assert [r.url.path for r in seen[1:]] == ["/v1/sessions/p/prefetch", "/v1/sessions/p/end"]
+    assert AgentSession("http://127.0.0.1:9", timeout_s=2).prefetch() is None  # unreachable: None, no raise
+
+
 def test_hints_can_be_turned_off_and_errors_raise():
     seen: list[httpx.Request] = []
     s = AgentSession("http://srv", session_id="p", send_hints=False, client=recording_client(seen))

@@ -1,10 +1,11 @@
 """End to end: `continuum cluster --replicas 2 tiny` (two real engines behind vllm-router), one cluster per module.
 
 Programs talk to the router with the agent SDK, as any agent would; each replica's own `/continuum/stats` says
-where their turns landed. The router hashes a session id onto a ring of the replicas' URLs, whose ports are free
-ones found at start, so which program lands where changes from run to run: the tests find it out (`homes`),
-never assume it. The tests run in file order (shuffling is off for this module): the failover test kills a
-replica, the last one stops the cluster with SIGTERM; the others use programs of their own.
+where their turns landed. The router places a new program on the replica with fewer programs (ties broken by a
+hash of the session id and the replica's URL, whose port is a free one found at start), so which program lands
+where changes from run to run: the tests find it out (`homes`), never assume it. The tests run in file order
+(shuffling is off for this module): the failover test kills a replica, the last one stops the cluster with
+SIGTERM; the others use programs of their own.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def refuses(url: str) -> bool:
 @pytest.fixture(scope="module")
 def homes(cluster) -> dict[int, list[str]]:
     """Programs by the replica their first turn landed on, `PER_REPLICA` or more on each: one turn for each
-    candidate id until both replicas have enough. (With the router's ring of 160 points per replica, a few
-    candidates do; all `CANDIDATES` on one replica would mean the hash ignores a replica.)"""
+    candidate id until both replicas have enough. (The router places new programs on the replica with fewer, so
+    a few candidates do; all `CANDIDATES` on one replica would mean the router ignores a replica.)"""
     found: dict[int, list[str]] = {0: [], 1: []}
     for prog in [f"prog-{i}" for i in range(CANDIDATES)]:
         turn(cluster, prog, prompt_of(prog, 40))
@@ -139,11 +140,11 @@ def homes(cluster) -> dict[int, list[str]]:
         found[at[0]].append(prog)
         if all(len(progs) >= PER_REPLICA for progs in found.values()):
             return found
-    pytest.fail(f"the router's hash sent {CANDIDATES} programs to one replica: {found}")
+    pytest.fail(f"the router sent {CANDIDATES} programs to one replica: {found}")
 
 
 def test_every_turn_of_a_program_lands_on_one_replica(cluster, homes):
-    assert homes[0] and homes[1], "the hash should use both replicas"
+    assert homes[0] and homes[1], "the router should use both replicas"
     for _ in range(2):  # the first turn was `homes`'
         for progs in homes.values():
             for prog in progs:

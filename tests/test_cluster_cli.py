@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from continuum.cluster.router import RouterProcess, router_available
+from continuum.cluster.router import SESSION_EXPIRY_ENV, SESSION_EXPIRY_S, RouterProcess, router_available
 from continuum.serve.cli import main
 from continuum_eval.live.bench import run_bench
 from continuum_eval.live.bench_cluster import router_options
@@ -24,9 +24,11 @@ def test_cluster_names_the_bad_flag(argv, flag, capsys):
 
 @pytest.mark.skipif(not router_available(), reason="vllm-router is not installed")
 def test_the_router_drops_a_dead_replica_at_its_first_failure():
-    cmd = RouterProcess(["http://127.0.0.1:1", "http://127.0.0.1:2"], port=5, program_scheduling=True).cmd
+    router = RouterProcess(["http://127.0.0.1:1", "http://127.0.0.1:2"], port=5, program_scheduling=True)
+    cmd = router.cmd
     assert cmd[cmd.index("--cb-failure-threshold") + 1] == "1"
-    assert cmd[cmd.index("--policy") + 1] == "consistent_hash" and "--enable-program-scheduling" in cmd
+    assert cmd[cmd.index("--policy") + 1] == "sticky_least_loaded" and "--enable-program-scheduling" in cmd
+    assert router.env[SESSION_EXPIRY_ENV] == str(SESSION_EXPIRY_S)  # forgets silent programs sooner than its 2 h
 
 
 def test_bench_router_setups(tmp_path: Path):

@@ -62,16 +62,16 @@ def wait_until(check, what: str, timeout_s: float = 30.0) -> None:
 
 
 @needs_router
-def test_a_replica_that_stops_answering_leaves_and_one_that_comes_back_joins(tmp_path):
-    a, b = FakeReplica("a", ["pa"]).start(), FakeReplica("b", ["pb"]).start()
+def test_a_replica_that_stops_answering_leaves_and_one_that_comes_back_or_is_added_joins(tmp_path):
+    a, b, c = FakeReplica("a", ["pa"]).start(), FakeReplica("b", ["pb"]).start(), FakeReplica("c")
     cluster, info = start_cluster(["--replica", a.url, "--replica", b.url, "--port", str(free_port()),
                                    "--stats-port", str(free_port()), "--router-args", FAST_HEALTH], tmp_path)
     try:
         assert info is not None and info["replicas"] == [] and info["remote"] == [a.url, b.url], info
         router, stats = info["router"], info["stats"]
         homes = {s: where(router, s) for s in SESSIONS}
-        assert set(homes.values()) == {"a", "b"}, homes  # the hash uses both
-        assert all(where(router, s) == homes[s] for s in SESSIONS)  # and keeps each session on its replica
+        assert sorted(homes.values()) == ["a"] * 6 + ["b"] * 6, homes  # new programs: the replica with fewer
+        assert all(where(router, s) == homes[s] for s in SESSIONS)  # and each stays on its replica
         view = httpx.get(stats + "/continuum/stats", timeout=10).json()
         assert {p["id"]: p["replica"] for p in view["programs"]} == {"pa": a.url, "pb": b.url}
 
@@ -81,11 +81,21 @@ def test_a_replica_that_stops_answering_leaves_and_one_that_comes_back_joins(tmp
         assert [m["replica"] for m in view["missing"]] == [b.url] and view["num_replicas"] == 2
 
         b.start()  # the same address answers again: the router's health checks bring it back
-        wait_until(lambda: all(where(router, s) == homes[s] for s in SESSIONS), "b's sessions did not return")
+        fresh = (f"new-{i}" for i in range(1000))  # a new program each try: a placed one stays where it went
+        wait_until(lambda: where(router, next(fresh)) == "b", "b did not come back for new programs")
+        assert {where(router, s) for s in SESSIONS} == {"a"}  # programs placed again stay where they went
+
+        c.start()  # a replica added while the cluster serves: new programs reach it, running ones stay put
+        r = httpx.post(router + "/add_worker", params={"url": c.url}, timeout=10)
+        assert r.status_code == 200, r.text
+        wait_until(lambda: where(router, next(fresh)) == "c", "the added replica took no new program")
+        assert {where(router, s) for s in SESSIONS} == {"a"}
+        view = httpx.get(stats + "/continuum/stats", timeout=10).json()
+        assert view["num_replicas"] == 3 and view["missing"] == []  # the view follows the router's replicas
         os.killpg(cluster.pid, signal.SIGTERM)
         assert cluster.wait(30) == 0
     finally:
         if cluster.poll() is None:
             os.killpg(cluster.pid, signal.SIGKILL)
-        a.stop()
-        b.stop()
+        for replica in (a, b, c):
+            replica.stop()

@@ -19,7 +19,7 @@ from continuum.cluster import sessions
 from continuum.cluster.fanout import Answer
 from continuum.cluster.router import router_available
 from continuum.cluster.view import ViewServer, cluster_app
-from continuum.control.messages import EndSession, ErrorReply, OkReply, StatsQuery
+from continuum.control.messages import EndSession, ErrorReply, OkReply, PrefetchSession, StatsQuery
 from continuum.http.keys import ADMIN_ENV, Keys
 from continuum.http.middleware import ContinuumState
 from continuum.http.routes import router as continuum_routes
@@ -37,6 +37,7 @@ class StandInScheduler:
 
     def __init__(self, programs: list[str]) -> None:
         self.programs = {p: {"id": p, "turns": 1, "ended": False} for p in programs}
+        self.parked: set[str] = set()  # programs whose KV waits in host memory: a prefetch acts on them
 
     async def call(self, message):
         if isinstance(message, StatsQuery):
@@ -46,6 +47,8 @@ class StandInScheduler:
             return ErrorReply.unknown_session(message.id)
         if isinstance(message, EndSession):
             state = self.programs.pop(message.id) | {"ended": True}
+        if isinstance(message, PrefetchSession):
+            state = state | {"prefetch": "issued" if message.id in self.parked else "not_parked"}
         return OkReply(session=dict(state))
 
 
@@ -73,10 +76,11 @@ def cluster(tmp_path, monkeypatch):
         s.stop()
 
 
-def call(base: str, key: str | None, session: str, end: bool = False) -> httpx.Response:
+def call(base: str, key: str | None, session: str, end: bool = False, op: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    path = f"{base}/v1/sessions/{session}" + ("/end" if end else "")
-    return (httpx.post if end else httpx.get)(path, headers=headers, timeout=10)
+    op = "end" if end else op
+    path = f"{base}/v1/sessions/{session}" + (f"/{op}" if op else "")
+    return (httpx.post if op else httpx.get)(path, headers=headers, timeout=10)
 
 
 def test_another_tenant_gets_404_on_every_replica_and_through_the_cluster(cluster):
@@ -100,6 +104,15 @@ def test_a_session_held_on_two_replicas_is_found_and_ended_on_both(cluster):
     assert r.json()["replica"] == cluster.replicas[0] and r.json()["also_on"] == [cluster.replicas[1]]
     assert call(cluster.view, A, "s1", end=True).status_code == 200
     assert all(MINE not in s.programs for s in cluster.schedulers)  # no replica keeps a pin for it
+
+
+def test_a_prefetch_is_answered_by_the_replica_that_acted_on_it(cluster):
+    cluster.schedulers[1].programs[MINE] = {"id": MINE, "turns": 3, "ended": False}  # moved; parked there
+    cluster.schedulers[1].parked.add(MINE)
+    r = call(cluster.view, A, "s1", op="prefetch")
+    assert r.status_code == 200 and r.json()["prefetch"] == "issued", r.text
+    assert r.json()["replica"] == cluster.replicas[1] and r.json()["also_on"] == [cluster.replicas[0]]
+    assert call(cluster.view, B, "s1", op="prefetch").status_code == 404  # never another tenant's
 
 
 def answer(status: int | None, body: dict | None = None, replica: str = "http://r1") -> Answer:

@@ -18,6 +18,7 @@ from continuum.control.messages import (
     ErrorReply,
     EventsRead,
     OkReply,
+    PrefetchSession,
     SessionQuery,
     StatsQuery,
     ToolChosen,
@@ -28,13 +29,14 @@ from continuum.sched.scheduler import scheduler_for
 from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
 
 REQUESTS = [StatsQuery(), SessionQuery("s1"), EndSession("s1"), ClientGone("s1"), ToolChosen("s1", "pytest"),
-            EventsRead("s1", 16)]
+            EventsRead("s1", 16), PrefetchSession("s1")]
 
 
 def test_requests_keep_their_wire_shapes_and_parse_back():
     assert [m.to_wire() for m in REQUESTS] == [
         {"op": "stats"}, {"op": "session", "id": "s1"}, {"op": "end", "id": "s1"}, {"op": "disconnect", "id": "s1"},
-        {"op": "tool", "id": "s1", "tool": "pytest"}, {"op": "delivered", "id": "s1", "tokens": 16}]
+        {"op": "tool", "id": "s1", "tool": "pytest"}, {"op": "delivered", "id": "s1", "tokens": 16},
+        {"op": "prefetch", "id": "s1"}]
     for m in REQUESTS:
         assert parse_request(json.loads(json.dumps(m.to_wire()))) == m
 
@@ -42,7 +44,8 @@ def test_requests_keep_their_wire_shapes_and_parse_back():
 @pytest.mark.parametrize("raw", [
     {"op": "reboot"}, {"id": "s1"}, [], "stats", {"op": "session"}, {"op": "end", "id": 7},
     {"op": "tool", "id": "s1"}, {"op": "tool", "id": "s1", "tool": 3},
-    {"op": "delivered", "id": "s1", "tokens": "16"}, {"op": "delivered", "id": "s1", "tokens": True}])
+    {"op": "delivered", "id": "s1", "tokens": "16"}, {"op": "delivered", "id": "s1", "tokens": True},
+    {"op": "prefetch"}])
 def test_a_bad_request_does_not_parse(raw):
     with pytest.raises(BadMessage):
         parse_request(raw)
@@ -76,6 +79,9 @@ def test_the_engine_answers_bad_messages_400_and_unknown_sessions_404():
     assert ctl.handle({"op": "delivered", "id": "A", "tokens": 5})["ok"]
     stats = ctl.handle({"op": "stats"})["stats"]
     assert stats["num_programs"] == 1 and stats["programs"][0]["id"] == "A"
+    prefetch = ctl.handle({"op": "prefetch", "id": "A"})["session"]  # no host KV tier here: nothing to load
+    assert prefetch["id"] == "A" and prefetch["prefetch"] == "no_tier"
+    assert ctl.handle({"op": "prefetch", "id": "B"})["status"] == 404
     assert ctl.handle({"op": "end", "id": "A"})["session"]["ended"]
 
 

@@ -29,7 +29,7 @@ from continuum.sched.classes import BE, LS
 from continuum.sched.scheduler import ContinuumScheduler
 from continuum.tenancy import split, tenant_of_key
 from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
-from tests.test_http_layer import Recorder, streaming_app
+from tests.stand_in_apps import Recorder, streaming_app
 
 A, B = "key-A", "key-B"
 # Every field that can name a program, in Continuum's precedence (first present wins).

@@ -1,6 +1,7 @@
 """Tier-aware retention (`continuum.sched.tier`): with vLLM's host KV tier the TTL rule pins, parks or drops a
-finished turn's KV, and a parked program's KV is prefetched before its predicted return. Run in the simulator:
-vLLM's real scheduler and OffloadingConnector scheduler side, the stand-in copy worker on the virtual clock."""
+finished turn's KV, and a parked program's KV is prefetched before its predicted return, or at once when its client
+says the tool's result is coming (the control channel's prefetch op). Run in the simulator: vLLM's real scheduler
+and OffloadingConnector scheduler side, the stand-in copy worker on the virtual clock."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import dataclasses
 
 import pytest
 
+from continuum.control.engine_side import EngineControl
+from continuum.control.messages import PrefetchSession
 from continuum.sched.tier import HostTier
 from continuum_eval.sim.cost.profiles import Profile, get_profile
 from continuum_eval.sim.engine.loop import Engine
@@ -41,10 +44,11 @@ def parked_and_busy(tool_s: float) -> list[Program]:
     return [a, b, c]
 
 
-def engine_with_history(progs: list[Program], profile: Profile, **knobs: float) -> Engine:
+def engine_with_history(progs: list[Program], profile: Profile, engine: type[Engine] = Engine,
+                        policy: str = "continuum-ttl", cpu_kv_gib: float | None = 1.0, **knobs: float) -> Engine:
     """`continuum-ttl` (the TTL rule, no admission door) with the tier, its predictor already taught that the
     tool takes PREDICTED_TOOL_S and that a turn that lost its KV waits 30 s (a loaded engine)."""
-    engine = Engine(progs, "continuum-ttl", profile, cpu_kv_gib=1.0,
+    engine = engine(progs, policy, profile, cpu_kv_gib=cpu_kv_gib,
                     policy_overrides={"knobs": knobs} if knobs else None)
     retention = engine.sched.retention
     for _ in range(retention.predictor.min_tool_samples):
@@ -122,3 +126,94 @@ def test_without_prefetch_the_returning_turn_loads_its_parked_kv_itself():
     stats = engine.core.host_tier_stats()
     assert stats["cpu_hit_tokens"] == CONTEXT  # the returning turn's prefix came back over the link
     assert engine.sched.pins.table.counters["created"] == 0  # nothing was pinned in GPU memory
+
+
+# -- a client's word that the tool's result is coming ----------------------------------------------------------
+class HintedEngine(Engine):
+    """The engine with a client that says, at ``hint_at`` seconds, that program a's tool result is about to come
+    back: over the control channel's engine side, as the HTTP endpoint sends it. It asks for b (a turn running)
+    and a program the engine never saw at the same moment, and for a once more."""
+
+    hint_at = float("inf")
+
+    def step(self, group) -> None:
+        if not hasattr(self, "answers") and self.clock.now >= self.hint_at:
+            parked = self.sched.tier.parked.get("a") if self.sched.tier is not None else None
+            self.planned_in_s = parked.prefetch_at - self.clock.now if parked is not None else None
+            control = EngineControl(self.sched)
+            self.answers = [control.handle(PrefetchSession(pid).to_wire()) for pid in ("a", "a", "b", "nobody")]
+        super().step(group)
+
+
+def hinted(tool_s: float, hint_at: float, policy: str = "continuum-ttl", cpu_kv_gib: float | None = 1.0,
+           **knobs: float) -> HintedEngine:
+    engine = engine_with_history(parked_and_busy(tool_s), small_h100(), HintedEngine, policy, cpu_kv_gib, **knobs)
+    engine.hint_at = hint_at
+    return engine.run()
+
+
+def assert_nothing_left(engine: Engine) -> None:
+    """No GPU block, host chunk or copy still held after the programs ended; the tier forgot them."""
+    pool = engine.sched.kv_cache_manager.block_pool
+    assert all(b.ref_cnt == 0 for b in pool.blocks if not b.is_null)
+    assert not engine.sched.pins.table
+    if engine.sched.tier is not None:
+        offloading = engine.sched.connector.connector_scheduler
+        assert all(c.ref_cnt == 0 for c in offloading.manager._policy.chunks.values()) and not offloading._jobs
+        tier = engine.sched.tier
+        assert not tier.parked and not tier.inflight and not tier.due_prefetches(float("inf"))
+
+
+@pytest.mark.parametrize("tool_s, hint_at, prefetches, wasted", [
+    # back at about 9 s, 11 s before the predicted return: the hint at 7 s (after C took A's GPU blocks) is the
+    # first prefetch, due 13 s early
+    (9.0, 7.0, 1, 0),
+    # back at about 32 s, 12 s after the prediction: the predicted prefetch's pin expired at about 21 s, so the
+    # hint at 30 s loads it again
+    (32.0, 30.0, 2, 1),
+])
+def test_a_hint_prefetches_a_parked_program_at_once(tool_s, hint_at, prefetches, wasted):
+    engine = hinted(tool_s, hint_at)
+    a_now, a_again, b, nobody = engine.answers
+    assert a_now["session"]["prefetch"] == "issued" and a_again["session"]["prefetch"] == "already"
+    assert b["session"]["prefetch"] == "not_parked"  # its turn is running: nothing parked
+    assert nobody == {"ok": False, "error": "unknown session 'nobody'", "status": 404}
+    if not wasted:
+        assert engine.planned_in_s > 10  # the predicted prefetch was far ahead when the hint came
+    counts = engine.sched.tier.counts
+    assert counts["parked"] == 1 and counts["hinted"] == 1 and counts["prefetches"] == prefetches
+    assert counts["in_time"] == 1 and counts["late"] == 0 and counts["wasted"] == wasted
+    returning = engine.progs[0].record.turns[1]
+    assert returning.cached_tokens == CONTEXT  # every full block of the first turn was a GPU hit on arrival
+    assert returning.first_token_s - returning.sent_s < 0.1
+    # The first prefetch loaded it from host memory (a second finds it still cached in GPU memory, and pins it).
+    assert engine.core.host_tier_stats()["cpu_hit_tokens"] == CONTEXT
+    assert engine.sched.stats()["host_tier"]["hinted"] == 1
+    assert_nothing_left(engine)
+
+
+def test_without_the_hint_the_early_return_loads_its_kv_itself():
+    """The first case above without the client's word: the prediction was 11 s late, nothing was prefetched."""
+    engine = engine_with_history(parked_and_busy(9.0), small_h100())
+    engine.run()
+    counts = engine.sched.tier.counts
+    assert counts["parked"] == 1 and counts["prefetches"] == counts["hinted"] == counts["in_time"] == 0
+    assert engine.core.host_tier_stats()["cpu_hit_tokens"] == CONTEXT  # the returning turn loaded it
+    assert_nothing_left(engine)
+
+
+@pytest.mark.parametrize("policy, cpu_kv_gib, answer", [
+    ("continuum", 1.0, "not_parked"),  # the door reserves A's working set: pinned in GPU memory until its return
+    ("continuum-ttl", None, "no_tier"),  # no host tier: nothing is ever parked
+])
+def test_a_hint_for_a_program_not_parked_does_nothing(policy, cpu_kv_gib, answer):
+    engine = hinted(9.0, 7.0, policy, cpu_kv_gib)
+    a_now, a_again, b, nobody = engine.answers
+    assert a_now["session"]["prefetch"] == a_again["session"]["prefetch"] == b["session"]["prefetch"] == answer
+    assert nobody["status"] == 404
+    if policy == "continuum":
+        assert a_now["session"]["pinned_blocks"] == CONTEXT // 16 and a_now["session"]["pinned_until_return"]
+        counts = engine.sched.tier.counts
+        assert counts["parked"] == counts["prefetches"] == counts["hinted"] == 0
+        assert engine.progs[0].record.turns[1].cached_tokens == CONTEXT  # the pin kept it through C's prompt
+    assert_nothing_left(engine)

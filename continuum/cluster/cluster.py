@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-from continuum.cluster.router import RouterError, RouterProcess
+from continuum.cluster.router import DEFAULT_POLICY, RouterError, RouterProcess
 from continuum.cluster.view import ViewServer, cluster_app
 from continuum.serve.launch import ServerProcess
 
@@ -22,7 +22,7 @@ class Cluster:
 
     def __init__(self, model: str, replicas: int, serve_args: Sequence[str] = (), port: int = 8000,
                  host: str = "127.0.0.1", replica_port: int | None = None, replica_ports: Sequence[int] = (),
-                 router_policy: str = "consistent_hash",
+                 router_policy: str = DEFAULT_POLICY,
                  program_scheduling: bool = False, router_args: Sequence[str] = (),
                  log_dir: str | Path | None = None, startup_timeout_s: float = 900.0,
                  remote: Sequence[str] = (), stats_port: int | None = None) -> None:

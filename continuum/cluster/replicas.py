@@ -1,6 +1,6 @@
 """`continuum cluster`: `continuum serve` replicas behind vLLM's router, started and stopped as one.
 
-    continuum cluster --replicas 2 tiny --port 8000 [--router-policy consistent_hash] [serve flags...]
+    continuum cluster --replicas 2 tiny --port 8000 [--router-policy sticky_least_loaded] [serve flags...]
     continuum cluster --replica http://host-a:8000 --replica http://host-b:8000 --port 8000    # the router only
     continuum cluster --replicas 1 tiny --replica http://host-b:8000 --stats-port 7999        # both
     continuum cluster --replicas 2 tiny --tenancy tenancy.toml        # keys and quotas, one file for every replica
@@ -27,7 +27,7 @@ import signal
 import threading
 
 from continuum.cluster.cluster import Cluster
-from continuum.cluster.router import POLICIES, RouterError
+from continuum.cluster.router import DEFAULT_POLICY, POLICIES, RouterError
 from continuum.serve import models
 from continuum.serve.argtypes import positive_int
 from continuum.serve.launch import free_port
@@ -70,8 +70,9 @@ def add_cluster(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="the router's address (default 127.0.0.1)")
     p.add_argument("--replica-port", type=positive_int, default=None,
                    help="first replica's port; the others follow (default: the router's port + 1)")
-    p.add_argument("--router-policy", choices=POLICIES, default="consistent_hash",
-                   help="vllm-router's policy (default consistent_hash: hashes X-Session-ID)")
+    p.add_argument("--router-policy", choices=POLICIES, default=DEFAULT_POLICY,
+                   help=f"vllm-router's policy (default {DEFAULT_POLICY}: a program stays on the replica its first "
+                        "turn went to, new programs go to the replica with the fewest)")
     p.add_argument("--program-scheduling", action="store_true",
                    help="turn on vllm-router's own program-level scheduling (--enable-program-scheduling)")
     p.add_argument("--router-args", default="", help="more vllm-router flags, in one quoted string")

@@ -1,4 +1,5 @@
-"""The session endpoints of a whole cluster: one session's state, or its end, asked of every replica at once.
+"""The session endpoints of a whole cluster: one session's state, its end or a prefetch, asked of every replica at
+once.
 
 Why the cluster answers them itself rather than through the router: vllm-router 0.1.17 forwards the paths it has
 no handler of its own for (``/v1/sessions/...``, ``/continuum/stats``) without the client's headers, so with API
@@ -11,7 +12,8 @@ another tenant is a 404 there, so it is a 404 here. The merge: the replicas that
 answer, the first of them in the cluster's order, with ``replica`` and any other replica that knew it under
 ``also_on``; else every replica refused the key (that refusal); else a 400 for an id that is not valid (every
 replica says the same); else a 404, with ``missing`` naming the replicas that gave no answer (the session may be
-on one of them); and a 503 when none answered at all.
+on one of them); and a 503 when none answered at all. For a prefetch, the replica that acted on it (its answer
+says ``issued`` or ``already``) answers before one that holds only an old part of the program.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from continuum.cluster.fanout import Answer
 from continuum.cluster.stats_merge import REFUSALS
+from continuum.control.messages import PREFETCH_ALREADY, PREFETCH_ISSUED
 
 Body = dict[str, Any]
 
@@ -55,3 +58,11 @@ def merge(session_id: str, answers: list[Answer]) -> tuple[int, Body]:
     if len(missing) == len(answers):
         return 503, _error(503, f"no replica answered for session {session_id!r}", missing)
     return 404, _error(404, f"unknown session {session_id!r}", missing)
+
+
+def acted_first(answers: list[Answer]) -> list[Answer]:
+    """A prefetch's answers with those of the replicas that acted on it first (`merge` answers with the first)."""
+    def acted(a: Answer) -> bool:
+        body = _json(a) if a.ok else None
+        return body is not None and body.get("prefetch") in (PREFETCH_ISSUED, PREFETCH_ALREADY)
+    return sorted(answers, key=lambda a: not acted(a))

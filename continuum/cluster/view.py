@@ -1,8 +1,9 @@
 """The cluster's one view: a small HTTP server beside the router with `/continuum/stats` and `/metrics` of them all,
-and the session endpoints (`GET /v1/sessions/{id}`, `POST /v1/sessions/{id}/end`) answered from every replica
-(`continuum.cluster.sessions` says why the router cannot carry them with API keys).
+and the session endpoints (`GET /v1/sessions/{id}`, `POST /v1/sessions/{id}/end` and `.../prefetch`) answered from
+every replica (`continuum.cluster.sessions` says why the router cannot carry them with API keys); an end also tells
+the router the program is gone (its placement table stops counting it).
 
-The router forwards every path to one replica (by the session hash), so a replica's `/continuum/stats` through
+The router forwards every path to one replica (the program's), so a replica's `/continuum/stats` through
 the router is that replica's view only. This server asks every replica at once (`continuum.cluster.fanout`) and
 merges (`stats_merge`, `metrics_merge`). Which replicas: those `continuum cluster` was given or started, and any
 the router has taken on since (its ``POST /add_worker``), read from the router's ``GET /list_workers`` on each
@@ -40,6 +41,16 @@ async def members(configured: Sequence[str], router: str | None, timeout_s: floa
     return found
 
 
+async def forget_placement(router: str, session_id: str, timeout_s: float = 1.0) -> None:
+    """Tell the router a program ended, so its sticky table stops counting it (`continuum.cluster.router`). Best
+    effort: a router that does not answer forgets it when it expires."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            await client.post(router.rstrip("/") + "/finish_session", params={"session_id": session_id})
+    except httpx.HTTPError:
+        pass
+
+
 def cluster_app(replicas: Sequence[str], router: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> FastAPI:
     app = FastAPI(title="continuum cluster view")
 
@@ -63,6 +74,8 @@ def cluster_app(replicas: Sequence[str], router: str | None = None, timeout_s: f
         path = f"/v1/sessions/{quote(session_id, safe='')}{suffix}"
         answers = await fan_out(await members(replicas, router), path, forwarded(request.headers), timeout_s,
                                 method=method)
+        if suffix == "/prefetch":
+            answers = sessions.acted_first(answers)
         status, body = sessions.merge(session_id, answers)
         return JSONResponse(body, status_code=status)
 
@@ -72,7 +85,14 @@ def cluster_app(replicas: Sequence[str], router: str | None = None, timeout_s: f
 
     @app.post("/v1/sessions/{session_id:path}/end")
     async def end_session(session_id: str, request: Request) -> JSONResponse:
-        return await session_op(request, session_id, "POST", "/end")
+        answer = await session_op(request, session_id, "POST", "/end")
+        if answer.status_code == 200 and router:
+            await forget_placement(router, session_id)
+        return answer
+
+    @app.post("/v1/sessions/{session_id:path}/prefetch")
+    async def prefetch_session(session_id: str, request: Request) -> JSONResponse:
+        return await session_op(request, session_id, "POST", "/prefetch")
 
     return app
 

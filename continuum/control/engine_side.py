@@ -3,7 +3,7 @@
 `continuum.control.channel.ControlServer` carries JSON messages from the API process to the engine-core process;
 `EngineControl` parses each into its request (`continuum.control.messages`) and answers it through the
 scheduler's own methods (`ControlledScheduler`), under the scheduler's lock. A bad message is a 400, a session
-the scheduler does not know a 404; every session op answers with the program's state.
+the scheduler does not know a 404; every session op answers with the program's state (a prefetch adds what it did).
 
 Aborts: vLLM's engine sees every abort alike (a client that disconnected, an abort call, a stop string found by
 the API process). Only the stop string is a finished turn worth pinning; `stopped_by_string` tells them apart.
@@ -25,6 +25,7 @@ from continuum.control.messages import (
     ErrorReply,
     EventsRead,
     OkReply,
+    PrefetchSession,
     SessionState,
     Stats,
     StatsQuery,
@@ -51,6 +52,10 @@ class ControlledScheduler(Protocol):
     def end_program(self, program_id: str) -> bool: ...
 
     def client_gone(self, program_id: str) -> None: ...
+
+    def prefetch_now(self, program_id: str) -> str:
+        """What a prefetch hint did (`continuum.control.messages.PREFETCH_OUTCOMES`)."""
+        ...
 
     def set_tool(self, program_id: str, tool: str) -> bool: ...
 
@@ -85,6 +90,9 @@ class EngineControl:
                 return ErrorReply.unknown_session(pid)
             if isinstance(request, EndSession):
                 s.end_program(pid)
+            elif isinstance(request, PrefetchSession):
+                done = s.prefetch_now(pid)
+                return OkReply(session={**s.session_state(pid), "prefetch": done})
             elif isinstance(request, ClientGone):
                 s.client_gone(pid)
             elif isinstance(request, ToolChosen):

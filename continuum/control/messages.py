@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict, Union
 
 BAD_REQUEST, NOT_FOUND, UNAVAILABLE = 400, 404, 503
+# What a prefetch op did: its prefetch is due now (issued at the engine's next step); it was due, loading or loaded
+# already; the program has no KV parked in host memory (pinned, dropped, its turn running, or it ended); the engine
+# has no host KV tier the TTL rule uses.
+PREFETCH_ISSUED, PREFETCH_ALREADY, PREFETCH_NOT_PARKED, PREFETCH_NO_TIER = "issued", "already", "not_parked", "no_tier"
+PREFETCH_OUTCOMES = (PREFETCH_ISSUED, PREFETCH_ALREADY, PREFETCH_NOT_PARKED, PREFETCH_NO_TIER)
 
 
 class BadMessage(ValueError):
@@ -64,6 +69,13 @@ class EndSession(SessionQuery):
     op: ClassVar[str] = "end"
 
 
+class PrefetchSession(SessionQuery):
+    """The client says the program's tool result is about to come back: its KV parked in host memory is loaded
+    back now. The answer's state says what happened in ``prefetch`` (PREFETCH_OUTCOMES)."""
+
+    op: ClassVar[str] = "prefetch"
+
+
 class ClientGone(SessionQuery):
     """The client of the program's turn in flight went away: that turn's abort is not a finish."""
 
@@ -102,7 +114,7 @@ class EventsRead(SessionQuery):
 
 ControlRequest = Union[StatsQuery, SessionQuery]  # SessionQuery's subclasses included
 REQUESTS: dict[str, type[StatsQuery] | type[SessionQuery]] = {
-    c.op: c for c in (StatsQuery, SessionQuery, EndSession, ClientGone, ToolChosen, EventsRead)}
+    c.op: c for c in (StatsQuery, SessionQuery, EndSession, PrefetchSession, ClientGone, ToolChosen, EventsRead)}
 
 
 def parse_request(raw: Any) -> ControlRequest:
@@ -133,6 +145,7 @@ class SessionState(TypedDict, total=False):
     expires_in_s: float | None
     pinned_until_return: bool
     rank: int  # with data parallelism: the rank the program lives on
+    prefetch: str  # the prefetch op's answer only: what it did (PREFETCH_OUTCOMES)
 
 
 class KVState(TypedDict):

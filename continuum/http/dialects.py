@@ -9,7 +9,12 @@ llm-d-inference-scheduler: pkg/epp/framework/plugins/requestcontrol/requestheade
 vLLM's ``KvHintsEnvelope`` (vllm/v1/kv_hints/protocol.py; the ``vllm.set_priority`` and ``kv.retain`` payloads as
 vLLM's main branch defines them in vllm/v1/kv_hints/actions.py and retain.py; ``kv.release``, ``kv.demote``,
 ``kv.prefetch`` and Dynamo's ``kv.fetch`` are the RFC's verbs). Like vLLM's dispatcher, an action of another
-type, major version or protocol version is skipped, not refused. Pre-warms are only counted: no live prefetch yet.
+type, major version or protocol version is skipped, not refused.
+
+Pre-warms (``kv.prefetch``, ``kv.fetch``, ``speculative_prefill``) are counted, and that is all: they arrive with a
+turn, and that turn loads its own prefix, from GPU or host memory, as it is admitted. A client that wants a
+program's KV back ahead of its turn asks for it while the tool runs, with ``POST /v1/sessions/{id}/prefetch``
+(`continuum.http.routes`).
 """
 
 from __future__ import annotations

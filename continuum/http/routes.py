@@ -1,9 +1,16 @@
-"""Continuum's endpoints, a FastAPI router on vLLM's app: session state and end, and the scheduler's stats.
+"""Continuum's endpoints, a FastAPI router on vLLM's app: session state, end and prefetch, and the scheduler's stats.
 
 Served by vLLM's app, the ``/v1/sessions`` routes sit behind vLLM's own authentication like the rest of ``/v1``;
 ``/continuum/stats`` is outside the prefixes vLLM guards, so it asks for the same key itself. With keys, a caller
 only ever names their own tenant's sessions (`continuum.tenancy`): another tenant's session is a 404, and stats
 list the caller's own sessions (an admin key sees all of them, qualified by tenant).
+
+``POST /v1/sessions/{id}/prefetch`` is a client's word that the program's tool result is about to come back: with
+vLLM's host KV tier, KV the TTL rule parked in host memory is loaded back before the turn arrives
+(`continuum.sched.tier`). It answers 200 with the session's state and ``"prefetch"``: ``"issued"`` (due now, sent
+at the engine's next step), ``"already"`` (due, loading or loaded already), ``"not_parked"`` (nothing in host memory
+to load: pinned in GPU memory, dropped, a turn running, or ended) or ``"no_tier"`` (no host tier the TTL rule
+uses); an unknown or another tenant's session is a 404, a malformed id a 400, like the other session endpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from continuum.control.messages import (
     ControlRequest,
     EndSession,
     ErrorReply,
+    PrefetchSession,
     SessionQuery,
     StatsQuery,
 )
@@ -98,6 +106,13 @@ async def session_state(session_id: str, request: Request) -> JSONResponse:
 async def end_session(session_id: str, request: Request) -> JSONResponse:
     """End one of the caller's sessions now: its pin is released."""
     return await _session_op(request, EndSession, session_id)
+
+
+@router.post("/v1/sessions/{session_id:session_id}/prefetch")
+async def prefetch_session(session_id: str, request: Request) -> JSONResponse:
+    """One of the caller's sessions will send its next turn soon (its tool result is coming back): load its KV
+    parked in host memory back into GPU memory now. Its state, with ``prefetch`` saying what happened."""
+    return await _session_op(request, PrefetchSession, session_id)
 
 
 @router.get("/continuum/stats")

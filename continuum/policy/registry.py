@@ -124,9 +124,9 @@ _COMPONENTS = [
     _c("admission", "cap", "at most `programs` programs in service (admitted and not ended), through the same door "
                            "in the same order as `memory`; memory is not counted",
        programs=(64, "programs in service at most")),
-    _c("admission", "compute", "`memory`'s door with a second limit: programs in service stop where one more adds "
-                               "less throughput than it costs the others, from step times measured online "
-                               "(continuum.sched.step_model)",
+    _c("admission", "compute", "`memory`'s door with a second limit: the programs in service at the largest batch "
+                               "the engine runs, where its throughput stops growing, from step times measured "
+                               "online (continuum.sched.step_model)",
        half_life_s=(60.0, "half-life, in clock seconds, of the step-time fit and the per-turn statistics: many "
                           "turns long, short enough to follow the context mix as programs grow")),
     _c("work", "model", "predicted from the program's turns so far and completed programs' statistics"),

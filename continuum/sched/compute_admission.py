@@ -1,14 +1,15 @@
 """Compute-aware program admission: a new program starts while it adds throughput, not only while it fits.
 
-The ``memory`` door admits programs until their working sets fill the KV pool. On a GPU that is already
-saturated, more programs in service add little throughput and slow every program in service: each turn waits
-for steps that every other program's tokens lengthen. This door adds a second limit, the number of programs in
-service N that minimises the mean time the programs waiting at the door take, (Q/2 + N) / X(N) with X the turn
-rate: one more is admitted while the throughput it adds, relative to the average per program, is at least
-N / (N + Q/2); and never fewer than keep up with the arrivals (`continuum.sched.step_model`). X is measured online
-from the time between consecutive ``schedule()`` calls on the scheduler's clock
-(virtual under simulation, the wall clock live) against the tokens and requests of each step, the request-steps a
-turn takes, and the time programs spend in tool calls between turns.
+The ``memory`` door admits programs until their working sets fill the KV pool. This door adds a second limit, the
+number of programs in service past which one more adds no throughput: the N whose batch is the largest the engine
+runs (``max_num_seqs`` requests, or as many as fill a step's token budget), from the step-time curve measured
+online (`continuum.sched.step_model`). That N is where the mean completion of every program in the system, those at
+the door and those in service, is least: the programs end at the engine's turn rate whatever their order, so the
+door keeps the engine's throughput as high as it goes. It depends on neither the queue at the door nor the arrival
+rate, so while a backlog drains the limit holds, never below the throughput knee (reported in the stats). X is
+measured from the time between consecutive ``schedule()`` calls on the scheduler's clock (virtual under
+simulation, the wall clock live) against the tokens and requests of each step, the request-steps a turn takes, and
+the time programs spend in tool calls between turns.
 
 The door is `continuum.sched.admission.MemoryAdmission`'s: opened strictly in the waiting queue's order (shortest
 predicted remaining work with aging under ``srpt``), the head admitted whatever its size when nothing else is,
@@ -40,18 +41,10 @@ class ComputeAdmission(MemoryAdmission):
         self.engine_was_idle = True  # nothing ran when this step began: the gap since the last one was idle time
 
     def arrive(self, request: Request, prog: Program) -> None:
-        now = self.view.clock()
-        if prog.turns == 1:
-            self.model.observe_arrival(now)
-            self.refresh(queue=len(self.door) + 1)  # the limit it is weighed against counts it at the door
-        elif prog.last_finish is not None:
+        if prog.turns > 1 and prog.last_finish is not None:
+            now = self.view.clock()
             self.model.observe_outside(now, now - prog.last_finish)
         super().arrive(request, prog)
-
-    def end(self, prog: Program) -> None:
-        if prog.program_id in self.active:
-            self.model.observe_end(self.view.clock(), prog.finished_turns)
-        super().end(prog)
 
     def step(self) -> bool:
         self.engine_was_idle = not self.view.running_requests()
@@ -66,11 +59,10 @@ class ComputeAdmission(MemoryAdmission):
             self.refresh()
         self.last = (now, tokens, seqs, new_seqs)
 
-    def refresh(self, queue: int | None = None) -> None:
-        """Recompute the limit for the programs at the door (``queue``, by default those there now); when it
-        rose past the programs in service, the door looks again."""
+    def refresh(self) -> None:
+        """Recompute the limit from the fit; when it rose past the programs in service, the door looks again."""
         before = self.limit()
-        self.knee = self.model.knee(len(self.door) if queue is None else queue)
+        self.knee = self.model.knee(self.view.max_num_running_reqs, self.view.max_num_scheduled_tokens)
         if self.limit() > before and self.limit() >= len(self.active) + 1:
             self.pending = True
 
@@ -88,9 +80,10 @@ class ComputeAdmission(MemoryAdmission):
         k = self.knee
         fit = {} if k is None else {
             "step_fixed_ms": 1e3 * k.fixed_s, "step_per_request_ms": 1e3 * k.per_request_s,
-            "saturating_batch": finite(k.batch), "request_steps_per_turn": k.request_steps_per_turn,
-            "outside_s_per_turn": k.outside_s, "engine_fraction": k.engine_fraction,
-            "demand_turns_s": k.demand_turns_s, "max_turns_s": finite(k.max_turns_s)}
+            "tokens_per_request": k.tokens_per_request, "saturating_batch": finite(k.batch),
+            "knee_programs": finite(k.knee_programs), "knee_batch": finite(k.knee_batch),
+            "request_steps_per_turn": k.request_steps_per_turn, "outside_s_per_turn": k.outside_s,
+            "engine_fraction": k.engine_fraction, "turns_s": finite(k.turns_s), "max_turns_s": finite(k.max_turns_s)}
         return {**super().state(), "mode": "compute", "limit_programs": finite(self.limit()),
                 "step_samples": self.model.samples, **fit}
 

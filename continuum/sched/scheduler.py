@@ -51,7 +51,7 @@ from vllm.v1.request import Request
 from continuum.control.channel import ControlServer
 from continuum.control.dp import dp_rank_and_size, rank_address
 from continuum.control.engine_side import EngineControl
-from continuum.control.messages import SessionState, Stats
+from continuum.control.messages import PREFETCH_NO_TIER, SessionState, Stats
 from continuum.policy.config import ContinuumConfig
 from continuum.policy.presets import resolve
 from continuum.sched import report
@@ -354,6 +354,14 @@ class ContinuumMixin(SchedulerAnswers):
                 self.turns.end(prog)
                 self.offload.update(prog, self.clock())
             return prog is not None
+
+    def prefetch_now(self, program_id: str) -> str:
+        """The client says the program's tool result is about to come back: its parked KV's prefetch is due now
+        (issued at the next ``schedule()``). What happened: `continuum.sched.tier.HostTier.hint`'s answer."""
+        with self.lock:
+            if self.tier is None:
+                return PREFETCH_NO_TIER
+            return self.tier.hint(program_id, self.clock(), program_id in self.pins)
 
     def set_tool(self, program_id: str, tool: str) -> bool:
         """The HTTP layer read the tool from the response (tool_calls / bash block): re-decide the pin's TTL."""

@@ -18,9 +18,17 @@ pinned until the program returns (released by the turn's admission like any pin,
 reaches no client: vLLM's output processor drops outputs of request ids it does not know. A due prefetch is
 issued at the next ``schedule()``; an idle engine calls none, so there it waits for the next request.
 
-Counted: prefetches issued; *in time* (the turn arrived after the prefetch finished), *late* (it arrived while
-the prefetch was still loading or computing: vLLM serves it from whatever is in GPU or host memory by then), and
-*wasted* (the program ended, or its next turn came without the prefetched pin, which expired or gave way).
+A client that knows its tool result is about to come back says so (``POST /v1/sessions/{id}/prefetch``, `hint`):
+the program's prefetch becomes due at once, however far ahead the prediction put it, and, if an earlier prefetch
+finished and its pin is gone (the tool ran past the prediction), a new one is due. Hints act whether or not
+predicted prefetches are on (``model.prefetch``). A hinted prefetch's pin lasts until the predicted return, and
+HINT_WAIT_S at least. (A kv_hints ``kv.prefetch`` or Dynamo's ``speculative_prefill`` comes with the turn itself,
+which loads its own prefix: `continuum.http.dialects` only counts it.)
+
+Counted: prefetches issued (*hinted*: those a client's hint made due); *in time* (the turn arrived after the
+prefetch finished), *late* (it arrived while the prefetch was still loading or computing: vLLM serves it from
+whatever is in GPU or host memory by then), and *wasted* (the program ended, or its next turn came without the
+prefetched pin, which expired or gave way, or a hint loaded it again).
 """
 
 from __future__ import annotations
@@ -34,12 +42,14 @@ import numpy as np
 from vllm.sampling_params import SamplingParams
 from vllm.v1.request import Request
 
+from continuum.control.messages import PREFETCH_ALREADY, PREFETCH_ISSUED, PREFETCH_NOT_PARKED
 from continuum.policy.config import ContinuumConfig
 from kvttl import HostLink
 
 OFFLOADING_CONNECTOR = "OffloadingConnector"  # what `--kv-offloading-size` configures (vllm/config/vllm.py)
 PREFETCH_PREFIX = "continuum-prefetch-"
 PREFETCH_SLACK_S = 1.0  # a prefetched pin outlives the predicted return by this much: the turn must be admitted
+HINT_WAIT_S = 5.0  # a hinted prefetch's pin waits at least this long: the client said the turn is coming
 
 
 @dataclass
@@ -52,6 +62,7 @@ class Parked:
     returns_at: float  # its predicted return
     request_id: str | None = None  # its prefetch, once issued
     done: bool = False  # the prefetch finished and its blocks are pinned
+    hinted: bool = False  # a client's hint made the prefetch due
 
 
 @dataclass
@@ -69,7 +80,7 @@ class HostTier:
     inflight: dict[str, str] = field(default_factory=dict)  # prefetch request id -> program id
     returning: set[str] = field(default_factory=set)  # parked programs back and not yet admitted: they go first
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("parked", "prefetches", "in_time", "late", "wasted"), 0))
+        ("parked", "prefetches", "hinted", "in_time", "late", "wasted"), 0))
     ids: Any = field(default_factory=itertools.count)
 
     @classmethod
@@ -120,6 +131,22 @@ class HostTier:
             out.append(prefetch)
         return out
 
+    def hint(self, pid: str, now: float, pinned: bool) -> str:
+        """The client says the program's tool result is about to come back: make its prefetch due ``now``
+        (``pinned``: the program holds a pin in GPU memory). What it did: issued, already or not parked."""
+        p = self.parked.get(pid)
+        if p is None:
+            return PREFETCH_NOT_PARKED
+        if (p.request_id is None and p.hinted) or (p.request_id is not None and (pinned or not p.done)):
+            return PREFETCH_ALREADY  # due at the next step, loading, or loaded and pinned
+        if p.request_id is not None:  # it loaded, and its pin expired or gave way before the return: load again
+            self.counts["wasted"] += 1
+            p.request_id, p.done = None, False
+        p.prefetch_at, p.hinted = now, True
+        heapq.heappush(self.due, (now, pid))
+        self.counts["hinted"] += 1
+        return PREFETCH_ISSUED
+
     def prefetched(self, request_id: str) -> tuple[str, float] | None:
         """A prefetch finished: (its program, seconds to pin its blocks) or None (not a live prefetch)."""
         pid = self.inflight.pop(request_id, None)
@@ -127,7 +154,8 @@ class HostTier:
         if p is None or p.request_id != request_id:
             return None
         p.done = True
-        return pid, max(0.0, p.returns_at - p.prefetch_at) + PREFETCH_SLACK_S
+        wait = max(p.returns_at - p.prefetch_at, HINT_WAIT_S if p.hinted else 0.0)
+        return pid, wait + PREFETCH_SLACK_S
 
     def returned(self, pid: str, pinned: bool) -> None:
         """The program's next turn arrived (``pinned``: its KV is pinned in GPU memory now)."""

@@ -40,12 +40,14 @@ class ServerProcess:
         self.tether: subprocess.Popen | None = None
         self.orphan_grace_s = tether.DEFAULT_GRACE_S
         self.started_s = 0.0
+        self.env: dict[str, str] | None = None  # the child's environment (None: this process's)
 
     def spawn(self) -> subprocess.Popen:
         """Start the child and its tether; no waiting (`start` waits for /health)."""
         out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
         # A new process group, so stopping it also stops vLLM's engine-core child.
-        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=self.env)
         self.tether = subprocess.Popen([sys.executable, "-m", "continuum.serve.tether", str(os.getpid()),
                                         str(self.proc.pid), str(self.orphan_grace_s)],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -7,7 +7,9 @@
 
 ``replicas``: N replicas serve the first N x ``per-replica`` programs of the trace at N x ``jps`` (each replica sees the
 load one replica sees at ``jps``); the table compares mean / p95 JCT and prefix hit rate with one replica serving the
-same programs at ``jps`` (same programs, so the comparison is not a sample of another set). ``balance``: ``dp`` ranks in
+same programs at ``jps`` (same programs, so the comparison is not a sample of another set), and the simulator's own
+wall seconds per simulated program, which must stay flat as N grows for the simulator to keep up with the clusters
+it models. ``balance``: ``dp`` ranks in
 lockstep, balance scheduling off and on (`continuum.sched.balance`); the table compares output throughput, time per
 output token, TTFT and JCT. Both write ``results.json``, ``report.md`` and PNG plots.
 """
@@ -47,6 +49,18 @@ def _row(r: dict, **extra: Any) -> dict:
             "moves": (r.get("scaleout") or {}).get("moves", 0), **extra}
 
 
+def timed_replicas(progs: list, args: argparse.Namespace, k: int, router: str, group: int) -> dict:
+    """One simulation of ``progs`` on ``k`` replicas, with the simulator's wall time around it: its seconds
+    per simulated program are what must stay flat as the modelled cluster grows. The process's CPU time is kept
+    too: on a shared machine it is the cost that other work does not inflate."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = simulate_result(progs, args.policy, args.profile, args.jps * k, args.seed, progress=args.progress,
+                        replicas=k, router="session" if router == "-" else router)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return _row(r, replicas=k, router=router, jps=args.jps * k, group=group, wall_s=wall, cpu_s=cpu,
+                sim_s_per_program=wall / len(progs), cpu_s_per_program=cpu / len(progs))
+
+
 def run_replicas(programs: list, args: argparse.Namespace) -> list[dict]:
     """Per replica count N: one replica serving the same N x per-replica programs at the base load (the
     baseline), then N replicas at N times the load under each router."""
@@ -57,47 +71,52 @@ def run_replicas(programs: list, args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f"--per-replica: the trace has {len(programs)} programs, {n} replicas need "
                              f"{n * args.per_replica}")
         for router in ["-"] + (args.routers if n > 1 else []):
-            t0 = time.perf_counter()
-            k = 1 if router == "-" else n
-            r = simulate_result(progs, args.policy, args.profile, args.jps * k, args.seed, progress=args.progress,
-                                replicas=k, router="session" if router == "-" else router)
-            rows.append(_row(r, replicas=k, router=router, jps=args.jps * k, group=n,
-                             wall_s=time.perf_counter() - t0))
-            log.info(f"[scaleout] {len(progs)} programs, {k} x {router}: mean JCT {r['jct_s']['mean']:.2f} s, "
-                     f"hits {100 * r['prefix_hit_rate']:.1f}% ({rows[-1]['wall_s']:.0f} s)")
+            rows.append(timed_replicas(progs, args, 1 if router == "-" else n, router, n))
+            r = rows[-1]
+            log.info(f"[scaleout] {len(progs)} programs, {r['replicas']} x {router}: mean JCT "
+                     f"{r['mean_jct_s']:.2f} s, hits {100 * r['hit_rate']:.1f}% ({r['wall_s']:.0f} s, "
+                     f"{r['sim_s_per_program']:.3f} s, CPU {r['cpu_s_per_program']:.3f} s per program)")
     return rows
 
 
 def replicas_table(rows: Sequence[dict]) -> str:
     head = ("| programs | replicas | router | JPS | done/total | mean JCT (s) | vs 1 replica | p95 JCT (s) "
-            "| prefix hit rate | vs 1 replica (points) | turns moved |")
-    lines = [head, "|" + "---|" * 11]
+            "| prefix hit rate | vs 1 replica (points) | turns moved | sim s / program | CPU s / program "
+            "| wall (s) |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         base = next(b for b in rows if b["group"] == r["group"] and b["router"] == "-")
         lines.append(f"| {r['programs']} | {r['replicas']} | {r['router']} | {r['jps']:g} "
                      f"| {r['completed']}/{r['programs']} | {r['mean_jct_s']:.2f} "
                      f"| {100 * (r['mean_jct_s'] / base['mean_jct_s'] - 1):+.1f}% | {r['p95_jct_s']:.2f} "
                      f"| {100 * r['hit_rate']:.1f}% | {100 * (r['hit_rate'] - base['hit_rate']):+.1f} "
-                     f"| {r['moves']} |")
+                     f"| {r['moves']} | {r['sim_s_per_program']:.3f} | {r['cpu_s_per_program']:.3f} "
+                     f"| {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
 def plot_replicas(rows: Sequence[dict], path: Path) -> Path:
-    """Mean JCT and prefix hit rate of N replicas relative to one replica on the same programs."""
+    """Mean JCT and prefix hit rate of N replicas relative to one replica on the same programs, and the
+    simulator's wall seconds per program of each run (flat in N: the simulator's cost is linear in the cluster)."""
     plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4), dpi=120)
     routers = [r for r in dict.fromkeys(x["router"] for x in rows) if r != "-"]
+    base = {r["group"]: r for r in rows if r["router"] == "-"}
     for i, router in enumerate(routers):
         pts = sorted((r for r in rows if r["router"] == router), key=lambda r: r["replicas"])
-        base = {r["group"]: r for r in rows if r["router"] == "-"}
         xs = [r["replicas"] for r in pts]
         a.plot(xs, [r["mean_jct_s"] / base[r["group"]]["mean_jct_s"] for r in pts], marker="o", color=f"C{i}",
                label=router)
         b.plot(xs, [100 * (r["hit_rate"] - base[r["group"]]["hit_rate"]) for r in pts], marker="o",
                color=f"C{i}", label=router)
+        c.plot(xs, [r["cpu_s_per_program"] for r in pts], marker="o", color=f"C{i}", label=router)
+    ones = sorted(base.values(), key=lambda r: r["group"])
+    c.plot([r["group"] for r in ones], [r["cpu_s_per_program"] for r in ones], marker="s", color="grey", ls="--",
+           label="1 replica, same programs")
     a.axhline(1.1, color="grey", ls=":", label="+10%")
     b.axhline(-3, color="grey", ls=":", label="-3 points")
-    for ax, label in ((a, "mean JCT / one replica's"), (b, "prefix hit rate - one replica's (points)")):
+    for ax, label in ((a, "mean JCT / one replica's"), (b, "prefix hit rate - one replica's (points)"),
+                      (c, "simulator CPU s / program")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("replicas (load proportional)")
         ax.set_ylabel(label)
@@ -175,17 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     programs = load_programs(args.trace)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     if args.what == "replicas":
         rows = run_replicas(programs, args)
         table, plot = replicas_table(rows), plot_replicas(rows, out / "replicas.png")
     else:
         rows = run_balance(programs, args)
         table, plot = balance_table(rows), plot_balance(rows, out / "balance.png")
+    wall = (f"Simulator wall time: {sum(r['wall_s'] for r in rows):.0f} s in the simulations, "
+            f"{time.perf_counter() - t0:.0f} s in all.")
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     cmd = "python -m continuum_eval.sim.scaleout " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "report.md").write_text(f"# Scale-out: {args.what} ({args.profile.name}, {args.policy})\n\n`{cmd}`\n\n"
-                                   f"{table}\n\n![]({plot.name})\n")
+                                   f"{table}\n\n{wall}\n\n![]({plot.name})\n")
     print(table)
+    print(wall)
     print(f"report: {out / 'report.md'}")
     return 0
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import heapq
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -54,10 +54,29 @@ class ClockGroup:
 
     engines: list[EngineCore]
     clock: VirtualClock
+    index: int = 0  # its place in the loop's groups: breaks ties between clocks as a scan in order would
     stalled_since: float | None = None  # virtual time since which nothing could be scheduled
+    queued_at: float | None = None  # the clock time of its live entry in the loop's busy queue; None: idle
 
     def busy(self) -> bool:
         return any(e.has_work() for e in self.engines)
+
+
+class Loads(Sequence[int]):
+    """Requests in flight per engine, counted only where the router reads them: `session` never does, so
+    routing a turn costs nothing per engine, and a scale-out run's cost stays linear in its replicas."""
+
+    def __init__(self, engines: Sequence[EngineCore]) -> None:
+        self.engines = engines
+
+    def __len__(self) -> int:
+        return len(self.engines)
+
+    def __getitem__(self, i: int) -> int:  # type: ignore[override]  # no slices
+        return len(self.engines[i].pending)
+
+    def __iter__(self) -> Iterator[int]:
+        return (len(e.pending) for e in self.engines)
 
 
 class EventLoop:
@@ -77,7 +96,12 @@ class EventLoop:
         self.engines = [EngineCore(policy, profile, shared or VirtualClock(), policy_overrides=policy_overrides,
                                    cpu_kv_gib=cpu_kv_gib, cpu_eviction=cpu_eviction) for _ in range(engines)]
         self.groups = [ClockGroup(self.engines, shared)] if shared else \
-            [ClockGroup([e], e.clock) for e in self.engines]
+            [ClockGroup([e], e.clock, i) for i, e in enumerate(self.engines)]
+        # Busy groups by clock time. Scanning every group for the one furthest behind would cost O(replicas)
+        # per event, and events grow with replicas too: the simulator's cost per program would grow with the
+        # cluster. A group's busy state and clock change only when the loop delivers to it or steps it, so
+        # each of those re-queues it; entries it left behind are skipped when they surface.
+        self.busy_queue: list[tuple[float, int]] = []  # (clock time, group index)
         self.group_of = {id(e): g for g in self.groups for e in g.engines}
         # A stalled group waits for the next arrival. With one group every arrival is its own; with several, the
         # next may be another's, and waking a stalled engine at each of them would cost a schedule() call per
@@ -102,8 +126,28 @@ class EventLoop:
         heapq.heappush(self.events, (t, self.seq, prog))
         self.seq += 1
 
-    def loads(self) -> list[int]:
-        return [len(e.pending) for e in self.engines]
+    def loads(self) -> Loads:
+        return Loads(self.engines)
+
+    def requeue(self, group: ClockGroup) -> None:
+        """After a delivery to ``group`` or a step of it: its entry in the busy queue says where its clock is,
+        or it has none while it is idle."""
+        at = group.clock.now if group.busy() else None
+        if at != group.queued_at:
+            group.queued_at = at
+            if at is not None:
+                heapq.heappush(self.busy_queue, (at, group.index))
+
+    def furthest_behind(self) -> ClockGroup | None:
+        """The busy group whose clock is furthest behind (the first in order among equals); None if all idle."""
+        queue = self.busy_queue
+        while queue:
+            at, i = queue[0]
+            group = self.groups[i]
+            if group.queued_at == at:
+                return group
+            heapq.heappop(queue)  # left behind by a step or a delivery that moved the group on
+        return None
 
     def run(self) -> "EventLoop":
         for prog in self.progs:
@@ -114,14 +158,16 @@ class EventLoop:
                             unit="prog", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         try:
             events = self.events
-            while events or any(g.busy() for g in self.groups):
-                busy = [g for g in self.groups if g.busy()]
-                first = min(busy, key=lambda g: g.clock.now) if busy else None
+            while True:
+                first = self.furthest_behind()
                 if events and (first is None or events[0][0] <= first.clock.now):
                     t, _, prog = heapq.heappop(events)
                     self.deliver(t, prog)
-                else:
+                elif first is not None:
                     self.step(first)
+                    self.requeue(first)
+                else:
+                    break
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -135,6 +181,7 @@ class EventLoop:
             group.clock.jump_to(t)
             engine.stats.idle_jumps += 1
         engine.submit(prog)
+        self.requeue(group)
 
     def step(self, group: ClockGroup) -> None:
         """One step of every busy engine of ``group``; it lasts as long as the slowest engine's batch."""

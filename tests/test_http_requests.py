@@ -1,5 +1,6 @@
-"""The HTTP layer without an engine: Continuum's middleware in front of a small FastAPI app that stands in for
-vLLM's handlers (it records what reached it), behind vLLM's real authentication middleware, as in `serve`.
+"""The HTTP layer's handling of requests, without an engine: Continuum's middleware in front of a small FastAPI app
+that stands in for vLLM's handlers (`tests.stand_in_apps`: it records what reached it), behind vLLM's real
+authentication middleware, as in `serve`; and the session endpoints over a real scheduler.
 
 Fuzzing: hypothesis-generated requests (1,000+ per run) get 2xx or 4xx, a 400 names the field, and with keys
 every session id that reaches vLLM is qualified with the caller's tenant. The validator's fuzz mixes well-formed
@@ -8,47 +9,24 @@ a malformed one is a 400 naming it, a well-formed request reaches vLLM."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import time
 from argparse import Namespace
 from collections import Counter
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
-from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
 from continuum.http import middleware
-from continuum.http.middleware import ContinuumMiddleware
-from continuum.http.turn_watch import REPORT_EVERY, TurnWatch
 from continuum.http.validation import MAX_SESSION_ID, MAX_TOOL_NAME, BadRequest, check_completion_request
 from continuum.tenancy import split, tenant_of_key
+from tests.stand_in_apps import stand_in_app
 
 A, B = "key-A", "key-B"
 FIELD_PARAMS = ("session_id", "X-Session-ID", "vllm_xargs")
-
-
-def stand_in_app(keys: list[str]) -> tuple[FastAPI, list]:
-    """vLLM's app in miniature: handlers that record what they got; vLLM's auth; Continuum's middleware outermost."""
-    app, seen = FastAPI(), []
-    app.state.args = Namespace(api_key=keys)
-
-    @app.post("/v1/completions")
-    @app.post("/v1/chat/completions")
-    @app.post("/invocations")
-    async def handler(request: Request):
-        seen.append((request.url.path, request.headers.getlist("x-session-id"), await request.body()))
-        return JSONResponse({"ok": True})
-
-    if keys:
-        app.add_middleware(AuthenticationMiddleware, tokens=keys)
-    app.add_middleware(ContinuumMiddleware)
-    return app, seen
 
 
 @pytest.fixture(scope="module")
@@ -298,183 +276,6 @@ def test_without_keys_ids_pass_unchanged_and_bad_ones_are_400():
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "vllm_xargs.is_last_step"
 
 
-# -- what the middleware tells the engine while an answer goes out --------------------------------------------
-class Recorder:
-    """Stands in for the engine's control handler (a real ControlServer over ZeroMQ): records each message."""
-
-    def __init__(self, tmp_path) -> None:
-        from continuum.control.channel import ControlServer
-
-        self.log: list[dict] = []
-        self.reply: dict = {"ok": True}
-        self.address = f"ipc://{tmp_path}/control.ipc"
-        self.server = ControlServer(self.address, self.handle)
-
-    def handle(self, msg: dict) -> dict:
-        self.log.append(msg)
-        return self.reply
-
-    def ops(self, op: str) -> list[dict]:
-        return [m for m in self.log if m.get("op") == op]
-
-
-def streaming_app(events: int, log: list) -> FastAPI:
-    app = FastAPI()
-    app.state.args = Namespace(api_key=None)
-
-    @app.post("/v1/completions")
-    async def handler(request: Request):
-        async def stream():
-            try:
-                for i in range(events):
-                    yield f'data: {{"choices": [{{"text": "t{i}"}}]}}\n\n'
-                    await asyncio.sleep(0.01)
-                yield "data: [DONE]\n\n"
-            finally:
-                log.append({"op": "<stream closed>"})
-
-        return StreamingResponse(stream(), media_type="text/event-stream")
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        call = {"type": "function", "function": {"name": "run_tests", "arguments": "{}"}}
-        return JSONResponse({"choices": [{"message": {"role": "assistant", "tool_calls": [call]}}]})
-
-    app.add_middleware(ContinuumMiddleware)
-    return app
-
-
-@pytest.fixture
-def recorder(tmp_path, monkeypatch):
-    rec = Recorder(tmp_path)
-
-    def configure(terms: list[str]) -> None:
-        from continuum.policy.config import ENV_VAR, ContinuumConfig
-
-        monkeypatch.setenv(ENV_VAR, ContinuumConfig(terms=terms, control_addr=rec.address).to_env())
-
-    rec.configure = configure
-    yield rec
-    rec.server.close()
-
-
-def wait_for(condition, what: str, timeout_s: float = 10.0):
-    """Poll ``condition`` until it holds (its value) or fail after ``timeout_s``, saying what never happened."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
-        time.sleep(0.01)
-    return value
-
-
-@pytest.mark.parametrize("terms", [["backpressure"], []])
-def test_streamed_events_are_reported_with_the_backpressure_term_only(recorder, terms):
-    """Reports go out in the background, one at a time, and a report due while another is in flight is left to
-    the next one: which counts reach the engine depends on how fast it answers. What does not: the first report
-    at REPORT_EVERY events, counts that grow by REPORT_EVERY or more up to the final count, and only for the
-    streamed program. (The exact sequence, with an engine that answers at once: the next test.)"""
-    recorder.configure(terms)
-    with TestClient(streaming_app(40, recorder.log)) as client:
-        r = client.post("/v1/completions", json={"session_id": "s1", "stream": True, "prompt": "x"})
-        client.post("/v1/completions", json={"session_id": "s2", "prompt": "x"})  # not streamed: nothing to count
-        if terms:
-            wait_for(lambda: recorder.ops("delivered"), "no delivery report reached the engine")
-    assert r.status_code == 200 and r.text.count("data:") == 41
-    reports = [(m["id"], m["tokens"]) for m in recorder.ops("delivered")]
-    if not terms:
-        assert reports == []
-        return
-    counts = [tokens for _, tokens in reports]
-    assert {program for program, _ in reports} == {"s1"}, reports
-    assert counts[0] == REPORT_EVERY and counts[-1] <= 40, reports
-    assert all(b - a >= REPORT_EVERY or b == 40 for a, b in zip(counts, counts[1:])), reports
-
-
-class InstantControl:
-    """The engine's control handler answering at once, in the HTTP layer's own event loop (no socket)."""
-
-    def __init__(self) -> None:
-        self.log: list[dict] = []
-
-    async def call(self, request):
-        self.log.append(request.to_wire())  # what a ControlServer's handler would get
-
-
-class SlowControl(InstantControl):
-    """An engine that takes a while to answer: reports overlap the stream."""
-
-    async def call(self, request):
-        await asyncio.sleep(0.05)
-        await super().call(request)
-
-
-@pytest.mark.parametrize("control_cls", [InstantControl, SlowControl])
-def test_every_report_is_in_order_and_the_final_count_always_goes_out(control_cls):
-    control, events = control_cls(), 2 * REPORT_EVERY + 8
-
-    async def stream() -> None:
-        watch = TurnWatch(control, "s1", read_tool=False, count_events=True)
-
-        async def transport(message: dict) -> None:
-            await asyncio.sleep(0)  # the transport takes the bytes; a report in flight runs meanwhile
-
-        send = watch.wrap_send(transport)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        for i in range(events):
-            await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(), "more_body": True})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        await watch.report  # the last report, sent in the background
-
-    asyncio.run(stream())
-    counts = [m["tokens"] for m in control.log]
-    assert all(m["op"] == "delivered" and m["id"] == "s1" for m in control.log)
-    if control_cls is InstantControl:  # nothing in flight when a report falls due: every one goes out
-        assert counts == [REPORT_EVERY, 2 * REPORT_EVERY, events]
-    else:  # reports in flight absorb the ones that fall due meanwhile, but the final count is never dropped
-        assert counts[0] == REPORT_EVERY and counts == sorted(counts) and counts[-1] == events
-
-
-def test_the_tool_an_answer_calls_is_told_to_the_engine(recorder):
-    recorder.configure([])
-    with TestClient(streaming_app(0, recorder.log)) as client:
-        client.post("/v1/chat/completions", json={"session_id": "s1", "messages": []})
-        client.post("/v1/chat/completions", json={"session_id": "s2", "vllm_xargs": {"tool": "ls"}})  # hinted
-    assert [(m["id"], m["tool"]) for m in recorder.ops("tool")] == [("s1", "run_tests")]
-
-
-def test_a_client_that_leaves_mid_stream_is_reported_before_the_stream_is_cancelled(recorder):
-    recorder.configure([])
-    app = streaming_app(400, recorder.log)
-    sent: list[dict] = []
-    body = [{"type": "http.request", "body": b'{"session_id": "s1", "stream": true}', "more_body": False}]
-    left = asyncio.Event()
-
-    async def receive() -> dict:
-        if body:
-            return body.pop()
-        await left.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-        if sum(m["type"] == "http.response.body" for m in sent) == 3:
-            left.set()  # the client hangs up after three events
-
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-             "method": "POST", "path": "/v1/completions", "raw_path": b"/v1/completions", "query_string": b"",
-             "root_path": "", "headers": [(b"content-type", b"application/json")], "scheme": "http",
-             "server": ("test", 80), "client": ("test", 1)}
-
-    async def run() -> None:
-        async with app.router.lifespan_context(app):
-            await app(scope, receive, send)
-
-    asyncio.run(run())
-    ops = [m["op"] for m in recorder.log]
-    assert ops.index("disconnect") < ops.index("<stream closed>")
-    assert recorder.ops("disconnect") == [{"op": "disconnect", "id": "s1"}]
-
 
 def test_vllm_api_key_from_the_environment_makes_tenants_too(monkeypatch):
     from starlette.datastructures import Headers
@@ -492,9 +293,49 @@ def test_vllm_api_key_from_the_environment_makes_tenants_too(monkeypatch):
     assert Keys.of_app(app).caller(Headers({"authorization": "Bearer env-key"})) is None
 
 
-def test_stats_the_scheduler_cannot_give_are_a_json_error_not_a_crash(recorder):
-    recorder.configure([])
-    recorder.reply = {"ok": False, "status": 503, "error": "ranks [1] did not answer"}
-    with TestClient(streaming_app(0, [])) as client:
-        r = client.get("/continuum/stats")
-    assert r.status_code == 503 and r.json()["error"]["message"] == "ranks [1] did not answer"
+# -- the session endpoints ---------------------------------------------------------------------------------------
+def test_the_prefetch_endpoint_reaches_the_callers_own_program_only(tmp_path, monkeypatch):
+    """``POST /v1/sessions/{id}/prefetch`` through the middleware and a real control channel to the engine side
+    of a scheduler (the offline harness, no host tier): the caller's program answers with what the prefetch did,
+    another tenant's is a 404 like an unknown one, a malformed id a 400, no key a 401."""
+    from continuum.control.channel import ControlServer
+    from continuum.control.engine_side import EngineControl
+    from continuum.policy.config import ENV_VAR, ContinuumConfig
+    from continuum.sched.scheduler import ContinuumScheduler
+    from continuum_eval.sim.engine.vllm_offline import build_scheduler, make_request, run_step
+
+    s = build_scheduler(ContinuumScheduler, num_blocks=64, block_size=32)
+    mine = f"{tenant_of_key(A)}:agent"
+    s.add_request(make_request("t0", list(range(100, 200)), 2, session_id=mine))
+    while s.has_requests():
+        run_step(s)
+    engine, seen = EngineControl(s), []
+
+    def handle(msg: dict) -> dict:
+        seen.append(msg)
+        return engine.handle(msg)
+
+    server = ControlServer(f"ipc://{tmp_path}/control.ipc", handle)
+    monkeypatch.setenv(ENV_VAR, ContinuumConfig(control_addr=server.address).to_env())
+    try:
+        with TestClient(stand_in_app([A, B])[0]) as client:
+            def prefetch(session: str, key: str | None = None):
+                headers = {"authorization": f"Bearer {key}"} if key else {}
+                return client.post(f"/v1/sessions/{session}/prefetch", headers=headers)
+
+            ok, other, named, unknown = prefetch("agent", A), prefetch("agent", B), prefetch(mine, B), \
+                prefetch("nobody", A)
+            bad, anonymous = prefetch("a%09b", A), prefetch("agent")
+    finally:
+        server.close()
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["prefetch"] == "no_tier" and ok.json()["id"] == "agent" and ok.json()["turns"] == 1
+    for r, shown in ((other, "agent"), (named, mine), (unknown, "nobody")):
+        assert r.status_code == 404 and r.json()["error"] == {
+            "message": f"unknown session {shown!r}", "type": "NotFoundError", "param": "session_id", "code": 404}
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "session_id"
+    assert anonymous.status_code == 401
+    tb = tenant_of_key(B)
+    assert seen == [{"op": "prefetch", "id": i} for i in (mine, f"{tb}:agent", f"{tb}:{mine}",
+                                                           f"{tenant_of_key(A)}:nobody")]
+    assert s.tier is None and not s.programs.get(mine).ended  # it asked for nothing else
