@@ -139,6 +139,14 @@ class LongTurn:
         self.thread.join(60)
 
 
+def engine_state(server) -> str:
+    """What each rank holds and does, for a failure message: vLLM's request gauges and our balance and door."""
+    gauges = [line for line in httpx.get(server.base_url + "/metrics", timeout=30).text.splitlines()
+              if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))]
+    ranks = [{k: r[k] for k in ("balance", "admission", "sched_step_ms")} for r in stats(server)["ranks"]]
+    return f"gauges {gauges}; ranks {ranks}"
+
+
 def balance(server, rank: int) -> dict:
     return stats(server)["ranks"][rank]["balance"]
 
@@ -147,14 +155,16 @@ def test_a_full_rank_holds_the_others_admissions(server):
     """Two long turns fill rank 0 (two running requests: full) and keep it full until the test lets them go; a
     turn on rank 1 meanwhile is held (rank 1 counts held steps, the turn gets no answer), and runs once they are
     gone. Each step waits for its condition, none for a length of time."""
-    long = [LongTurn(server, p, list(range(3000 + 50 * i, 3040 + 50 * i)))
-            for i, p in enumerate(on_rank(0, 2, prefix="full"))]
+    long: list[LongTurn] = []
     answers: list = []
     held = threading.Thread(target=lambda: answers.append(
         turn(server, on_rank(1, 1, prefix="held")[0], list(range(9000, 9040)))), daemon=True)
     try:
-        wait_for(lambda: all(t.running() for t in long),
-                 lambda: f"the long turns did not both stream at once: {[t.timeline() for t in long]}")
+        for i, program in enumerate(on_rank(0, 2, prefix="full")):  # one at a time: the second joins a busy rank
+            long.append(LongTurn(server, program, list(range(3000 + 50 * i, 3040 + 50 * i))))
+            wait_for(lambda: all(t.running() for t in long),
+                     lambda: f"the long turns did not all stream at once: {[t.timeline() for t in long]}; "
+                             f"{engine_state(server)}")
         views: list = []  # rank 1's view of the counts (rank 0, rank 1), each time it is asked
 
         def rank_1_sees_rank_0_full() -> bool:
