@@ -141,9 +141,12 @@ class LongTurn:
 
 def engine_state(server) -> str:
     """What each rank holds and does, for a failure message: vLLM's request gauges and our balance and door."""
-    gauges = [line for line in httpx.get(server.base_url + "/metrics", timeout=30).text.splitlines()
-              if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))]
-    ranks = [{k: r[k] for k in ("balance", "admission", "sched_step_ms")} for r in stats(server)["ranks"]]
+    try:
+        gauges = [line for line in httpx.get(server.base_url + "/metrics", timeout=30).text.splitlines()
+                  if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))]
+        ranks = [{k: r[k] for k in ("balance", "admission", "sched_step_ms")} for r in stats(server)["ranks"]]
+    except (httpx.HTTPError, AssertionError) as e:  # the server did not answer: say so, keep the failure's own text
+        return f"the server's state could not be read: {e!r}"
     return f"gauges {gauges}; ranks {ranks}"
 
 
